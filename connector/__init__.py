@@ -1,0 +1,1 @@
+"""Assessment results connector: Kafka lifecycle events to Kombo and Comeet."""

@@ -1,0 +1,180 @@
+"""All configuration, read from the environment in this module only.
+
+Every variable carries the ``CONNECTOR_`` prefix and nested groups use ``__``
+(``CONNECTOR_KOMBO__API_KEY``). One exception keeps the ecosystem convention:
+``KAFKA_BOOTSTRAP_SERVERS`` is honoured as is, because every Kafka tool and
+compose file already speaks it.
+
+Secrets are :class:`~pydantic.SecretStr`: their ``repr``/``str`` print
+``**********`` so a settings object can be logged. A secret may also be read
+from a file (``CONNECTOR_KOMBO__API_KEY_FILE``), the way container
+orchestrators mount them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "KOMBO_REGIONS",
+    "StateSettings",
+    "ComeetSettings",
+    "DeliverySettings",
+    "KafkaSettings",
+    "KomboSettings",
+    "Settings",
+    "TopicSettings",
+    "external_bootstrap_servers",
+    "get_settings",
+]
+
+KOMBO_REGIONS = {
+    "eu": "https://api.kombo.dev/v1",
+    "us": "https://api.us.kombo.dev/v1",
+}
+
+
+def _read_secret_file(path: str | None) -> SecretStr | None:
+    if not path:
+        return None
+    return SecretStr(Path(path).read_text(encoding="utf-8").strip())
+
+
+class KafkaSettings(BaseModel):
+    """How to reach Kafka. Empty ``bootstrap_servers`` means: start a local broker."""
+
+    bootstrap_servers: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    max_message_bytes: int = Field(default=1_048_576, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> KafkaSettings:
+        secret = _read_secret_file(self.sasl_password_file)
+        if secret is not None:
+            self.sasl_password = secret
+        return self
+
+
+class TopicSettings(BaseModel):
+    """Topic names and shapes. Partitions bound the parallelism of a consumer group."""
+
+    events: str = "assessment.events"
+    audit: str = "assessment.audit"
+    dead_letter: str = "assessment.dlq"
+    partitions: int = Field(default=6, gt=0)
+    replication_factor: int = Field(default=1, gt=0)
+
+
+class KomboSettings(BaseModel):
+    """Kombo unified API. ``base_url`` wins over ``region``."""
+
+    api_key: SecretStr = SecretStr("")
+    api_key_file: str | None = None
+    region: Literal["eu", "us"] = "eu"
+    base_url: str = ""
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> KomboSettings:
+        secret = _read_secret_file(self.api_key_file)
+        if secret is not None:
+            self.api_key = secret
+        return self
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or KOMBO_REGIONS[self.region]).rstrip("/")
+
+
+class ComeetSettings(BaseModel):
+    """Comeet evaluation API (bearer token)."""
+
+    token: SecretStr = SecretStr("")
+    token_file: str | None = None
+    base_url: str = "https://api.comeet.co"
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> ComeetSettings:
+        secret = _read_secret_file(self.token_file)
+        if secret is not None:
+            self.token = secret
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/")
+
+
+class DeliverySettings(BaseModel):
+    """Outbound calls: concurrency, timeouts and the retry policy."""
+
+    max_in_flight: int = Field(default=256, gt=0, description="events in flight per worker")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    pool_connections: int = Field(default=256, gt=0)
+    max_attempts: int = Field(default=8, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    retry_deadline_s: float = Field(default=300.0, gt=0, description="total time per event")
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="per target; 0 = off")
+    rate_limit_burst: int = Field(default=20, gt=0)
+
+
+class StateSettings(BaseModel):
+    """Bounds on the per-order state kept in the table."""
+
+    event_ids_per_order: int = Field(default=64, gt=0)
+
+
+class Settings(BaseSettings):
+    """The connector's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONNECTOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    app_id: str = "assessment-connector"
+    worker_id: str = Field(default_factory=socket.gethostname)
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    kombo: KomboSettings = KomboSettings()
+    comeet: ComeetSettings = ComeetSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    state: StateSettings = StateSettings()
+    store: str = "rocksdb://"
+    data_dir: str = ".connector-data"
+    web_port: int = Field(default=6066, ge=0)
+    web_enabled: bool = True
+    standby_replicas: int = Field(default=0, ge=0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _conventional_kafka_env(self) -> Settings:
+        if not self.kafka.bootstrap_servers:
+            self.kafka.bootstrap_servers = external_bootstrap_servers()
+        return self
+
+
+def external_bootstrap_servers() -> str:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set: use that broker and start none."""
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+
+
+def get_settings() -> Settings:
+    return Settings()
