@@ -1,0 +1,87 @@
+"""The connector's exceptions. Retryable versus permanent is a type, never a string.
+
+::
+
+    ConnectorError
+    ├── InvalidEventError          the input cannot be processed as is: dead-letter it
+    │   └── MappingError           valid event, but it breaks a vendor contract limit
+    └── DeliveryError              an outbound call did not succeed
+        ├── RetryableDeliveryError   transport error, timeout, 408/429/5xx, transient vendor code
+        │   └── RateLimitedError     429 or a vendor rate-limit code; may carry Retry-After
+        └── PermanentDeliveryError   the vendor refused the request: retrying cannot help
+
+Vendor clients translate httpx and SDK exceptions into this hierarchy at their
+boundary (``raise ... from exc``); nothing above the vendor modules looks at
+httpx or vendor error types.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectorError",
+    "DeliveryError",
+    "InvalidEventError",
+    "MappingError",
+    "PermanentDeliveryError",
+    "RateLimitedError",
+    "RetryableDeliveryError",
+]
+
+
+class ConnectorError(Exception):
+    """Root of every error the connector raises on purpose."""
+
+
+class InvalidEventError(ConnectorError):
+    """An input record that cannot be processed; ``reason`` is short and specific."""
+
+    def __init__(self, reason: str, *, code: str = "invalid_event") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class MappingError(InvalidEventError):
+    """The event is well formed but its content breaks a vendor's contract."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, code="contract_violation")
+
+
+class DeliveryError(ConnectorError):
+    """An outbound call failed. Carries what the audit record needs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        vendor_code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.vendor_code = vendor_code
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Worth another attempt after a backoff."""
+
+
+class RateLimitedError(RetryableDeliveryError):
+    """The vendor asked us to slow down; ``retry_after`` is in seconds when it said so."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        vendor_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, vendor_code=vendor_code)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The vendor refused the request; the event goes to the dead-letter topic."""

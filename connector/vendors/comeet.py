@@ -1,0 +1,185 @@
+"""Comeet: ``POST /evaluation/status?evaluation_id=...`` with a bearer token.
+
+Request model rules from the seed contract: ``status`` at most 40 characters;
+``outcome`` passed/review/failed, required when ``status`` is ``completed``;
+scores real numbers from 1 to 5; ``summary`` at most 2000 characters; criteria
+with a title, ``notes`` at most 500 and ``group`` at most 200 characters.
+
+Readings where the seed is ambiguous (the sandbox enforces the same):
+
+* ``outcome`` "applies when status is set to completed": interim statuses
+  carry no outcome at all.
+* A cancelled or expired order completes the step with outcome ``review`` and
+  a summary that explains, as the seed's edge-case section asks.
+* A score on any scale ``0..max`` becomes ``1 + 4 * value / max`` (2 decimals).
+* Attachments have no Comeet field and are not sent; text attributes become
+  criteria without a score (group "Details").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+
+from connector.errors import MappingError, PermanentDeliveryError
+from connector.events import (
+    ComeetTarget,
+    Event,
+    OrderCancelled,
+    OrderCompleted,
+    OrderProgress,
+    Score,
+)
+from connector.settings import ComeetSettings
+from connector.vendors.base import (
+    CallResult,
+    VendorRequest,
+    build_model,
+    error_for_status,
+    transport_error,
+)
+
+__all__ = [
+    "COMPLETED",
+    "OPENED_STATUS",
+    "ComeetClient",
+    "ComeetStatus",
+    "map_event",
+    "to_comeet_score",
+]
+
+logger = logging.getLogger(__name__)
+
+COMPLETED = "completed"
+OPENED_STATUS = "Assessment sent"
+CANCELLED_OUTCOME = "review"
+
+Rating = Annotated[float, Field(ge=1, le=5, allow_inf_nan=False)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Criterion(_Body):
+    title: Annotated[str, StringConstraints(min_length=1)]
+    notes: str | None = Field(default=None, max_length=500)
+    score: Rating | None = None
+    group: str | None = Field(default=None, max_length=200)
+
+
+class ComeetStatus(_Body):
+    status: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    outcome: Literal["passed", "review", "failed"] | None = None
+    score: Rating | None = None
+    summary: str | None = Field(default=None, max_length=2000)
+    criteria: list[Criterion] | None = None
+    url_for_users: HttpUrl | None = None
+    url_for_non_users: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _outcome_only_when_completed(self) -> ComeetStatus:
+        if self.status == COMPLETED and self.outcome is None:
+            raise ValueError("outcome is required when status is completed")
+        if self.status != COMPLETED and self.outcome is not None:
+            raise ValueError("outcome applies only when status is completed")
+        return self
+
+
+def to_comeet_score(score: Score) -> float:
+    """Linear map of ``0..max`` onto Comeet's ``1..5``."""
+    return round(min(5.0, max(1.0, 1 + 4 * score.value / score.max)), 2)
+
+
+def _completed_body(event: OrderCompleted) -> dict[str, Any]:
+    criteria: list[dict[str, Any]] = [
+        {
+            "title": sub.label,
+            "notes": sub.notes,
+            "score": to_comeet_score(sub.score) if sub.score else None,
+            "group": sub.group,
+        }
+        for sub in event.sub_results
+    ]
+    criteria.extend(
+        {"title": a.label, "notes": a.value, "group": "Details"} for a in event.attributes
+    )
+    return {
+        "status": COMPLETED,
+        "outcome": event.outcome.value,
+        "score": to_comeet_score(event.score) if event.score else None,
+        "summary": event.summary,
+        "criteria": criteria or None,
+        "url_for_users": str(event.result_url),
+        "url_for_non_users": str(event.public_result_url) if event.public_result_url else None,
+    }
+
+
+def map_event(event: Event) -> VendorRequest:
+    """The Comeet call for one event. Pure; raises MappingError on a contract breach."""
+    target = event.target
+    if not isinstance(target, ComeetTarget):
+        raise MappingError(f"event {event.type} targets kombo, not comeet")
+    if isinstance(event, OrderCompleted):
+        data = _completed_body(event)
+    elif isinstance(event, OrderCancelled):
+        prefix = "Test expired" if event.kind == "expired" else "Assessment cancelled"
+        data = {
+            "status": COMPLETED,
+            "outcome": CANCELLED_OUTCOME,
+            "summary": f"{prefix}: {event.reason}",
+        }
+    elif isinstance(event, OrderProgress):
+        data = {"status": event.status_text}
+    else:
+        data = {"status": OPENED_STATUS}
+    result_url = getattr(event, "result_url", None)
+    if result_url is not None and "url_for_users" not in data:
+        data["url_for_users"] = str(result_url)
+    model = build_model(ComeetStatus, "comeet", **{k: v for k, v in data.items() if v is not None})
+    return VendorRequest(
+        vendor="comeet",
+        action="comeet.status",
+        method="POST",
+        path="/evaluation/status",
+        params={"evaluation_id": target.evaluation_id},
+        body=model.model_dump(mode="json", exclude_none=True),
+        limit_key="comeet",
+    )
+
+
+class ComeetClient:
+    """Sends Comeet requests on a shared ``httpx.AsyncClient``."""
+
+    vendor = "comeet"
+
+    def __init__(self, http: httpx.AsyncClient, settings: ComeetSettings) -> None:
+        self._http = http
+        self._url = settings.url
+        self._auth = {"Authorization": f"Bearer {settings.token.get_secret_value()}"}
+
+    async def send(self, request: VendorRequest) -> CallResult:
+        try:
+            response = await self._http.request(
+                request.method,
+                self._url + request.path,
+                params=request.params,
+                json=request.body,
+                headers=self._auth,
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        if response.status_code in (200, 204):
+            return CallResult(http_status=response.status_code)
+        try:
+            message = str(response.json().get("message") or "")[:500]
+        except (ValueError, AttributeError):
+            message = ""
+        text = f"HTTP {response.status_code}: {message or response.reason_phrase}"
+        if response.status_code == 404:
+            # Candidate not found / deleted / unknown evaluation: no retry brings it back.
+            raise PermanentDeliveryError(text, http_status=404)
+        raise error_for_status(response, text)
