@@ -23,12 +23,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "KOMBO_REGIONS",
-    "StateSettings",
     "ComeetSettings",
     "DeliverySettings",
     "KafkaSettings",
     "KomboSettings",
     "Settings",
+    "StateSettings",
     "TopicSettings",
     "external_bootstrap_servers",
     "get_settings",

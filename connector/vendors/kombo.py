@@ -300,7 +300,7 @@ def map_event(event: Event) -> VendorRequest:
         action="kombo.order_result",
         method="PUT",
         path=f"/assessment/orders/{target.assessment_order_id}/result",
-        body=model.model_dump(mode="json", exclude_none=True),
+        body=model.model_dump(mode="json", exclude_none=True, exclude_unset=True),
         headers={"X-Integration-Id": target.integration_id},
         limit_key=f"kombo|{target.integration_id}",
     )

@@ -1,0 +1,187 @@
+"""Faust wiring: topics, the order-state table, the agent, the worker's services.
+
+Decisions recorded here:
+
+* The events topic is read with raw serializers: parsing is ours
+  (:func:`connector.events.parse_record`), so bad bytes become a dead letter
+  instead of a crash inside Faust's deserializer.
+* The agent runs one actor (``concurrency=1``, which keeps per-key order) and
+  reads with ``noack()``: :class:`~connector.delivery.OrderedDispatcher`
+  acknowledges each record itself, strictly in offset order per partition.
+* The table's keys are the raw record keys and it uses the partitioner, so its
+  changelog partition equals the input partition and the delivery jobs may
+  write delivered state outside the stream iteration.
+* At-least-once with idempotence (never ``exactly_once``: it cannot cover HTTP
+  side effects).
+* Faust's ``/table`` and ``/router`` web pages (and the debug pages) are off.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+import httpx
+
+from connector.audit import AuditRecord, DeadLetter, SourceRef
+from connector.delivery import OrderedDispatcher
+from connector.http import build_http_client
+from connector.kafka_clients import ssl_context
+from connector.processor import Processor
+from connector.settings import Settings
+from connector.vendors.base import VendorClient
+from connector.vendors.comeet import ComeetClient
+from connector.vendors.kombo import KomboClient
+
+__all__ = ["ConnectorApp", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def _broker_url(settings: Settings) -> str:
+    servers = [s.strip() for s in settings.kafka.bootstrap_servers.split(",") if s.strip()]
+    return ";".join(f"kafka://{s}" for s in servers)
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    context = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class _KafkaSinks:
+    """Audit and dead-letter topics; each call returns once the broker has the record."""
+
+    def __init__(self, audit: faust.TopicT, dead_letter: faust.TopicT) -> None:
+        self._audit = audit
+        self._dead_letter = dead_letter
+
+    async def audit(self, record: AuditRecord) -> None:
+        key = record.order_key.encode() if record.order_key else None
+        fut = await self._audit.send(key=key, value=record.model_dump_json().encode())
+        await fut
+
+    async def dead_letter(self, record: DeadLetter, key: bytes | None) -> None:
+        fut = await self._dead_letter.send(key=key, value=record.model_dump_json().encode())
+        await fut
+
+
+@dataclass
+class ConnectorApp:
+    """The Faust app plus the worker-local runtime built on first use."""
+
+    settings: Settings
+    app: faust.App
+    events: faust.TopicT
+    audit: faust.TopicT
+    dead_letter: faust.TopicT
+    table: Any
+    http: httpx.AsyncClient | None = None
+    processor: Processor | None = None
+    dispatcher: OrderedDispatcher | None = None
+    extra_clients: dict[str, VendorClient] = field(default_factory=dict)
+
+    def runtime(self) -> Processor:
+        if self.processor is None:
+            settings = self.settings
+            self.http = build_http_client(settings.delivery)
+            clients: dict[str, VendorClient] = {
+                "kombo": KomboClient(self.http, settings.kombo),
+                "comeet": ComeetClient(self.http, settings.comeet),
+                **self.extra_clients,
+            }
+            self.dispatcher = OrderedDispatcher(settings.delivery.max_in_flight)
+            self.processor = Processor(
+                settings,
+                self.table,
+                clients,
+                _KafkaSinks(self.audit, self.dead_letter),
+                self.dispatcher,
+            )
+        return self.processor
+
+    async def close(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.join()
+        if self.http is not None:
+            await self.http.aclose()
+
+
+def create_app(settings: Settings) -> ConnectorApp:
+    t = settings.topics
+    data_dir = Path(settings.data_dir) / settings.worker_id
+    app = faust.App(
+        settings.app_id,
+        broker=_broker_url(settings),
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=str(data_dir),
+        autodiscover=False,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        topic_partitions=t.partitions,
+        topic_replication_factor=t.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=settings.kafka.max_message_bytes * 2,
+        consumer_max_fetch_size=settings.kafka.max_message_bytes * 2,
+        stream_wait_empty=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        logging_config=None,
+    )
+    events = app.topic(t.events, key_type=bytes, value_type=bytes, partitions=t.partitions)
+    audit = app.topic(t.audit, key_type=bytes, value_type=bytes, partitions=t.partitions)
+    dead_letter = app.topic(
+        t.dead_letter, key_type=bytes, value_type=bytes, partitions=t.partitions
+    )
+    table = app.Table(
+        "orders",
+        key_type=bytes,
+        default=None,
+        partitions=t.partitions,
+        use_partitioner=True,
+        help="Per-order lifecycle state (accepted and delivered event ids).",
+    )
+    connector = ConnectorApp(settings, app, events, audit, dead_letter, table)
+
+    @app.agent(events, name="deliver", concurrency=1)
+    async def deliver_events(stream: faust.StreamT) -> None:
+        processor = connector.runtime()
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            source = SourceRef(
+                topic=message.topic, partition=message.partition, offset=message.offset
+            )
+            await processor.handle(source, message.key, message.value, _acker(event))
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _drain(app: faust.App, **kwargs: Any) -> None:
+        await connector.close()
+
+    return connector
+
+
+def _acker(event: faust.EventT) -> Any:
+    def ack() -> None:
+        event.ack()
+
+    return ack

@@ -1,0 +1,117 @@
+"""Audit and dead-letter records: what the connector decided and what happened.
+
+One audit record per decision (accepted, duplicate, rejected, invalid) and per
+call result (delivered, failed attempt, dead-lettered). Exactly one record per
+input event has ``terminal: true``: delivered, rejected, duplicate or
+dead_lettered; that is the invariant "every event ends in an audited outcome".
+
+Audit records never carry event content (attachments, summaries) or
+credentials: identity, decision, HTTP status, vendor code, timing. A
+dead-letter record carries the original record bytes, so that it can be
+replayed, plus why it was dead-lettered.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_OUTCOMES",
+    "AuditRecord",
+    "DeadLetter",
+    "Outcome",
+    "SourceRef",
+    "now",
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # one attempt failed; more may follow
+    DEAD_LETTERED = "dead_lettered"
+
+
+TERMINAL_OUTCOMES = frozenset(
+    {Outcome.DELIVERED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.DEAD_LETTERED}
+)
+
+
+class SourceRef(BaseModel):
+    """Where the input record sat in Kafka."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class AuditRecord(BaseModel):
+    """The audit topic's schema (documented in ``topics/audit.schema.json``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: datetime = Field(default_factory=now)
+    worker_id: str
+    outcome: Outcome
+    terminal: bool
+    event_id: str | None = None
+    event_type: str | None = None
+    order_key: str | None = None
+    vendor: str | None = None
+    target: dict[str, str] | None = None
+    action: str | None = None
+    reason: str | None = None
+    http_status: int | None = None
+    vendor_code: str | None = None
+    latency_ms: float | None = None
+    attempt: int | None = None
+    retryable: bool | None = None
+    warnings: list[str] = Field(default_factory=list)
+    source: SourceRef | None = None
+
+
+class DeadLetter(BaseModel):
+    """The dead-letter topic's schema: the original record and why it ended here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: datetime = Field(default_factory=now)
+    worker_id: str
+    code: str  # invalid_event, contract_violation, permanent, retries_exhausted, ...
+    reason: str
+    last_error: str | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    vendor_code: str | None = None
+    event_id: str | None = None
+    order_key: str | None = None
+    source: SourceRef | None = None
+    original_key_b64: str | None = None
+    original_value_b64: str | None = None
+
+    @staticmethod
+    def encode(raw: bytes | None) -> str | None:
+        return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+    def original(self) -> tuple[bytes | None, bytes | None]:
+        def decode(text: str | None) -> bytes | None:
+            return None if text is None else base64.b64decode(text)
+
+        return decode(self.original_key_b64), decode(self.original_value_b64)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

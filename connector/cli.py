@@ -1,0 +1,159 @@
+"""The ``connector`` command: worker, publish, topics, audit, dlq, demo.
+
+Configuration comes from the environment (see :mod:`connector.settings`);
+flags here only select what to do and filter what to show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from connector.settings import Settings, get_settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    return [
+        settings.kombo.api_key.get_secret_value(),
+        settings.comeet.token.get_secret_value(),
+        settings.kafka.sasl_password.get_secret_value(),
+    ]
+
+
+def _require_broker(settings: Settings) -> None:
+    if not settings.kafka.bootstrap_servers:
+        raise SystemExit(
+            "no Kafka configured: set KAFKA_BOOTSTRAP_SERVERS (or run `connector demo`, "
+            "which starts a local broker)"
+        )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from connector.app import create_app
+    from connector.kafka_clients import ensure_topics
+    from connector.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings))
+    _require_broker(settings)
+    asyncio.run(ensure_topics(settings))
+    connector = create_app(settings)
+    worker = faust.Worker(
+        connector.app,
+        loglevel=settings.log_level,
+        loghandlers=logging.getLogger().handlers,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from connector.kafka_clients import admin_client, ensure_topics
+    from connector.topics import definitions
+
+    settings = get_settings()
+    if args.action == "schema":
+        print(json.dumps([d.to_dict() for d in definitions(settings)], indent=2))
+        return 0
+    _require_broker(settings)
+    if args.action == "ensure":
+        created = asyncio.run(ensure_topics(settings))
+        for d in definitions(settings):
+            state = "created" if d in created else "exists"
+            print(f"{d.name:<32} {d.partitions:>3} partitions  {state}")
+        return 0
+
+    async def describe() -> list[Any]:
+        admin = admin_client(settings)
+        await admin.start()
+        try:
+            names = [d.name for d in definitions(settings)]
+            return list(await admin.describe_topics(names))
+        finally:
+            await admin.close()
+
+    for topic in asyncio.run(describe()):
+        parts = topic.get("partitions", [])
+        err = topic.get("error_code", 0)
+        print(f"{topic['topic']:<32} {len(parts):>3} partitions  error_code={err}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from connector.errors import InvalidEventError
+    from connector.events import event_adapter, parse_record
+    from connector.kafka_clients import producer
+
+    settings = get_settings()
+    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    text = raw.decode("utf-8").strip()
+    documents: list[Any] = json.loads(text) if text.startswith("[") else [json.loads(text)]
+    records: list[tuple[bytes, bytes]] = []
+    for index, document in enumerate(documents):
+        value = json.dumps(document).encode()
+        try:
+            key = event_adapter.validate_python(document).key.encode()
+            parse_record(key, value, max_bytes=settings.kafka.max_message_bytes)
+        except Exception as exc:
+            reason = exc.reason if isinstance(exc, InvalidEventError) else str(exc)
+            print(f"event #{index} is invalid: {reason}", file=sys.stderr)
+            return 2
+        records.append((key, value))
+    _require_broker(settings)
+
+    async def send() -> None:
+        prod = producer(settings)
+        await prod.start()
+        try:
+            for n, (key, value) in enumerate(records, 1):
+                meta = await prod.send_and_wait(settings.topics.events, value, key=key)
+                print(
+                    f"published {key.decode()} -> partition {meta.partition} "
+                    f"offset {meta.offset} ({n}/{len(records)})"
+                )
+        finally:
+            await prod.stop()
+
+    asyncio.run(send())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("worker", help="run a worker (join the consumer group)").set_defaults(
+        func=cmd_worker
+    )
+
+    topics = sub.add_parser("topics", help="create or describe the connector's topics")
+    topics.add_argument("action", choices=["ensure", "describe", "schema"])
+    topics.set_defaults(func=cmd_topics)
+
+    publish = sub.add_parser("publish", help="validate and publish events (JSON or JSON list)")
+    publish.add_argument("file", help="path, or - for stdin")
+    publish.set_defaults(func=cmd_publish)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Topic definitions: name, partitions, cleanup policy and configs.
+
+``topics/topics.json`` is generated from :func:`definitions` (``connector
+topics schema``) and a test fails when the checked-in file drifts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+from connector.settings import Settings
+
+__all__ = ["TopicDefinition", "definitions"]
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class TopicDefinition:
+    role: str
+    name: str
+    partitions: int
+    replication_factor: int
+    description: str
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def definitions(settings: Settings) -> list[TopicDefinition]:
+    t = settings.topics
+    max_bytes = str(settings.kafka.max_message_bytes + 1024)  # record overhead
+    return [
+        TopicDefinition(
+            role="events",
+            name=t.events,
+            partitions=t.partitions,
+            replication_factor=t.replication_factor,
+            description="Lifecycle events from the vendor's systems; key = order key.",
+            configs={
+                "cleanup.policy": "delete",
+                "retention.ms": str(7 * DAY_MS),
+                "max.message.bytes": max_bytes,
+            },
+        ),
+        TopicDefinition(
+            role="audit",
+            name=t.audit,
+            partitions=t.partitions,
+            replication_factor=t.replication_factor,
+            description="One record per decision and per call result; key = order key.",
+            configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+        ),
+        TopicDefinition(
+            role="dead_letter",
+            name=t.dead_letter,
+            partitions=t.partitions,
+            replication_factor=t.replication_factor,
+            description="Records that could not be delivered, with the original and the reason.",
+            configs={
+                "cleanup.policy": "delete",
+                "retention.ms": str(30 * DAY_MS),
+                # The original is base64 inside JSON: about 4/3 of its size.
+                "max.message.bytes": str(settings.kafka.max_message_bytes * 2),
+            },
+        ),
+    ]
