@@ -121,7 +121,8 @@ class ConnectorApp:
 
 def create_app(settings: Settings) -> ConnectorApp:
     t = settings.topics
-    data_dir = Path(settings.data_dir) / settings.worker_id
+    data_dir = (Path(settings.data_dir) / settings.worker_id).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=_broker_url(settings),

@@ -53,7 +53,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = faust.Worker(
         connector.app,
         loglevel=settings.log_level,
-        loghandlers=logging.getLogger().handlers,
         override_logging=False,
     )
     worker.execute_from_commandline()
