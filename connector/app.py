@@ -174,6 +174,24 @@ def create_app(settings: Settings) -> ConnectorApp:
             )
             await processor.handle(source, message.key, message.value, _acker(event))
 
+    @app.page("/health/live")
+    async def live(web: Any, request: Any) -> Any:
+        return web.json({"status": "alive", "worker_id": settings.worker_id})
+
+    @app.page("/health/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        # Ready once the table is recovered from its changelog and no rebalance is running.
+        recovered = app.tables.recovery.completed.is_set() and not app.in_recovery  # type: ignore[attr-defined]
+        is_ready = recovered and not app.rebalancing
+        body = {
+            "status": "ready" if is_ready else "starting",
+            "worker_id": settings.worker_id,
+            "recovered": recovered,
+            "rebalancing": bool(app.rebalancing),
+            "in_flight": connector.dispatcher.pending if connector.dispatcher else 0,
+        }
+        return web.json(body, status=200 if is_ready else 503)
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _drain(app: faust.App, **kwargs: Any) -> None:
         await connector.close()

@@ -30,6 +30,7 @@ __all__ = [
     "Settings",
     "StateSettings",
     "TopicSettings",
+    "child_environment",
     "external_bootstrap_servers",
     "get_settings",
 ]
@@ -174,6 +175,11 @@ class Settings(BaseSettings):
 def external_bootstrap_servers() -> str:
     """``KAFKA_BOOTSTRAP_SERVERS`` if set: use that broker and start none."""
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+
+
+def child_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """The environment for a process we start (worker, sandbox, broker): ours plus overrides."""
+    return {**os.environ, **overrides}
 
 
 def get_settings() -> Settings:
