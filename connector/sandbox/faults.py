@@ -182,7 +182,9 @@ class FaultInjector:
 
     def set_latency(self, ms: float) -> None:
         """Delay every vendor request by ``ms`` milliseconds (0 = off)."""
-        if not (isinstance(ms, int | float) and math.isfinite(ms) and ms >= 0):
+        if isinstance(ms, bool) or not (
+            isinstance(ms, int | float) and math.isfinite(ms) and ms >= 0
+        ):
             raise ValueError(f"latency must be a finite number of ms >= 0, got {ms!r}")
         self.latency_s = float(ms) / 1000.0
 

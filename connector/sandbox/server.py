@@ -66,6 +66,7 @@ __all__ = [
     "DROPPED",
     "MISSING",
     "REDACTED",
+    "TOO_LARGE",
     "AsyncSandboxControl",
     "InputInvalid",
     "RequestLog",
@@ -75,9 +76,12 @@ __all__ = [
     "UnparsableBody",
     "VendorSandbox",
     "bearer_matches",
+    "control_error",
     "is_http_uri",
     "is_number",
+    "read_control_json",
     "reject_unknown",
+    "validation_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,6 +104,17 @@ class _Missing:
 
 MISSING: Final = _Missing()
 """Sentinel for an absent JSON field (``None`` is a present ``null``)."""
+
+
+class _TooLarge:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_LARGE"
+
+
+TOO_LARGE: Final = _TooLarge()
+"""What :meth:`VendorSandbox._read_body` returns for a body over the size limit."""
 
 
 # -- validation primitives ----------------------------------------------------------
@@ -261,11 +276,11 @@ class _LatencyBody(BaseModel):
     ms: float = Field(ge=0, allow_inf_nan=False)
 
 
-def _control_error(status: int, message: str) -> web.Response:
+def control_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-async def _control_json(request: web.Request) -> Any:
+async def read_control_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         return {}
@@ -277,7 +292,7 @@ async def _control_json(request: web.Request) -> Any:
         ) from exc
 
 
-def _validation_message(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
     )
@@ -437,7 +452,7 @@ class VendorSandbox:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _TOO_LARGE
+            return TOO_LARGE
         return _parse_body(raw)
 
     def _record(self, request: web.Request, body: Any, key: str | None) -> JSONDict:
@@ -447,7 +462,7 @@ class VendorSandbox:
             "path": request.path,
             "query": dict(request.query) if request.query_string else {},
             "headers": _redacted(request.headers),
-            "body": None if body is _TOO_LARGE else body,
+            "body": None if body is TOO_LARGE else body,
             "status_code": None,
             "received_at": time.time(),
             "key": key,
@@ -524,9 +539,9 @@ class VendorSandbox:
 
     async def _ctl_add_fault(self, request: web.Request) -> web.Response:
         try:
-            spec = FaultSpec.model_validate(await _control_json(request))
+            spec = FaultSpec.model_validate(await read_control_json(request))
         except ValidationError as exc:
-            return _control_error(400, _validation_message(exc))
+            return control_error(400, validation_message(exc))
         rule_id = self.faults.add(spec)
         logger.info("%s sandbox: fault %s added (%s)", self.vendor, rule_id, spec.kind)
         return web.json_response({"id": rule_id})
@@ -540,14 +555,14 @@ class VendorSandbox:
     async def _ctl_remove_fault(self, request: web.Request) -> web.Response:
         rule_id = request.match_info["rule_id"]
         if not self.faults.remove(rule_id):
-            return _control_error(404, f"no fault rule {rule_id}")
+            return control_error(404, f"no fault rule {rule_id}")
         return web.json_response({"removed": rule_id})
 
     async def _ctl_latency(self, request: web.Request) -> web.Response:
         try:
-            body = _LatencyBody.model_validate(await _control_json(request))
+            body = _LatencyBody.model_validate(await read_control_json(request))
         except ValidationError as exc:
-            return _control_error(400, _validation_message(exc))
+            return control_error(400, validation_message(exc))
         self.faults.set_latency(body.ms)
         return web.json_response({"ms": self.faults.latency_ms})
 
@@ -557,7 +572,7 @@ class VendorSandbox:
             since = int(query.get("since", "0"))
             limit = int(query["limit"]) if "limit" in query else None
         except ValueError:
-            return _control_error(400, "since/limit: must be integers")
+            return control_error(400, "since/limit: must be integers")
         entries = self.log.select(key=query.get("key"), since=since, limit=limit)
         return web.json_response({"requests": entries, "next": self.log.next_index})
 
@@ -565,10 +580,10 @@ class VendorSandbox:
         try:
             index = int(request.match_info["index"])
         except ValueError:
-            return _control_error(400, "index: must be an integer")
+            return control_error(400, "index: must be an integer")
         entry = self.log.get(index)
         if entry is None:
-            return _control_error(404, f"request {index} is not (or no longer) recorded")
+            return control_error(404, f"request {index} is not (or no longer) recorded")
         return web.json_response(entry)
 
     async def _ctl_state(self, request: web.Request) -> web.Response:
@@ -578,13 +593,6 @@ class VendorSandbox:
         self.reset()
         logger.info("%s sandbox reset", self.vendor)
         return web.json_response({"reset": True})
-
-
-class _TooLarge:
-    __slots__ = ()
-
-
-_TOO_LARGE: Final = _TooLarge()
 
 
 def _drop_connection(request: web.Request) -> web.Response:
