@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -63,10 +64,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from connector.kafka_clients import admin_client, ensure_topics
     from connector.topics import definitions
 
-    settings = get_settings()
-    if args.action == "schema":
-        print(json.dumps([d.to_dict() for d in definitions(settings)], indent=2))
+    if args.action == "generate":
+        from connector.schemas import write
+
+        for path in write(Path(args.dir)):
+            print(f"wrote {path}")
         return 0
+    settings = get_settings()
     _require_broker(settings)
     if args.action == "ensure":
         created = asyncio.run(ensure_topics(settings))
@@ -130,6 +134,84 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from connector.demo import run_demo
+    from connector.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging("WARNING", json_lines=False, secrets=_secrets(settings))
+    return run_demo(settings, orders=args.orders, workers=args.workers)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from connector.audit_view import AuditFilter, format_header, format_row, read_topic
+
+    settings = get_settings()
+    _require_broker(settings)
+    keep = AuditFilter(
+        order=args.order, vendor=args.vendor, outcome=args.outcome, terminal_only=args.terminal
+    )
+
+    async def tail() -> None:
+        if not args.json:
+            print(format_header(), flush=True)
+        async for _, record in read_topic(settings, settings.topics.audit, follow=args.follow):
+            if keep(record):
+                print(json.dumps(record) if args.json else format_row(record), flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail())
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from connector.audit import DeadLetter
+    from connector.audit_view import read_topic, replay_dead_letters
+
+    settings = get_settings()
+    _require_broker(settings)
+
+    def selected(letter: DeadLetter) -> bool:
+        return (
+            (args.code is None or letter.code == args.code)
+            and (args.order is None or args.order in (letter.order_key or ""))
+            and (args.event_id is None or letter.event_id == args.event_id)
+        )
+
+    if args.action == "list":
+
+        async def listing() -> int:
+            count = 0
+            async for _, document in read_topic(
+                settings, settings.topics.dead_letter, follow=False
+            ):
+                letter = DeadLetter.model_validate(document)
+                if selected(letter):
+                    count += 1
+                    if args.json:
+                        print(json.dumps(document))
+                    else:
+                        print(
+                            f"{letter.time:%Y-%m-%d %H:%M:%S} {letter.code:<18} "
+                            f"{letter.order_key or '-':<34} {letter.event_id or '-':<24} "
+                            f"{letter.reason}"
+                        )
+            return count
+
+        count = asyncio.run(listing())
+        print(f"{count} dead letters", file=sys.stderr)
+        return 0
+
+    def progress(n: int, letter: DeadLetter) -> None:
+        print(f"replayed {n}: {letter.order_key or '-'} {letter.event_id or '-'}", flush=True)
+
+    count = asyncio.run(
+        replay_dead_letters(settings, selected, dry_run=args.dry_run, progress=progress)
+    )
+    print(f"{'would replay' if args.dry_run else 'replayed'} {count} dead letters")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,12 +221,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     topics = sub.add_parser("topics", help="create or describe the connector's topics")
-    topics.add_argument("action", choices=["ensure", "describe", "schema"])
+    topics.add_argument("action", choices=["ensure", "describe", "generate"])
+    topics.add_argument("--dir", default="topics", help="with generate: where to write")
     topics.set_defaults(func=cmd_topics)
 
     publish = sub.add_parser("publish", help="validate and publish events (JSON or JSON list)")
     publish.add_argument("file", help="path, or - for stdin")
     publish.set_defaults(func=cmd_publish)
+
+    demo = sub.add_parser("demo", help="run the whole connector locally with sample events")
+    demo.add_argument("--orders", type=int, default=30)
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+
+    audit = sub.add_parser("audit", help="read the audit topic")
+    audit.add_argument("action", choices=["tail"])
+    audit.add_argument("--order", help="substring of the order key")
+    audit.add_argument("--vendor", choices=["kombo", "comeet"])
+    audit.add_argument("--outcome")
+    audit.add_argument("--terminal", action="store_true", help="final outcomes only")
+    audit.add_argument("--follow", "-f", action="store_true", help="keep waiting for more")
+    audit.add_argument("--json", action="store_true", help="one JSON record per line")
+    audit.set_defaults(func=cmd_audit)
+
+    dlq = sub.add_parser("dlq", help="list or replay dead letters")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--code", help="e.g. retries_exhausted, permanent, schema")
+    dlq.add_argument("--order", help="substring of the order key")
+    dlq.add_argument("--event-id")
+    dlq.add_argument("--dry-run", action="store_true")
+    dlq.add_argument("--json", action="store_true")
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 

@@ -137,7 +137,9 @@ class Processor:
                 outcome=Outcome.ACCEPTED,
                 terminal=False,
                 action=request.action,
-                reason="redelivery of an undelivered event" if decision.redelivery else None,
+                reason=(
+                    "seen before, not yet confirmed delivered" if decision.redelivery else None
+                ),
             )
             return lambda: self._deliver_job(source, key, value, event, request, accepted)
         outcome = Outcome.DUPLICATE if decision.verdict is Verdict.DUPLICATE else Outcome.REJECTED

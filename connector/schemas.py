@@ -1,0 +1,44 @@
+"""The checked-in contract files under ``topics/``, generated from the models.
+
+``connector topics generate`` rewrites them; ``tests/test_schemas.py`` fails
+when a checked-in file differs from what the models generate now.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from connector.audit import AuditRecord, DeadLetter
+from connector.events import event_adapter
+from connector.settings import Settings
+from connector.topics import definitions
+
+__all__ = ["generated_files", "write"]
+
+
+def _dump(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def generated_files() -> dict[str, str]:
+    """Relative path under ``topics/`` -> file content."""
+    # Defaults only: the checked-in file documents the shipped configuration.
+    settings = Settings.model_construct()  # no environment read, no validation
+    return {
+        "topics.json": _dump([d.to_dict() for d in definitions(settings)]),
+        "schemas/event.schema.json": _dump(event_adapter.json_schema()),
+        "schemas/audit.schema.json": _dump(AuditRecord.model_json_schema()),
+        "schemas/dead-letter.schema.json": _dump(DeadLetter.model_json_schema()),
+    }
+
+
+def write(root: Path) -> list[Path]:
+    written = []
+    for relative, content in generated_files().items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        written.append(path)
+    return written
