@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> ConnectorApp:
         autodiscover=False,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_host,
         web_router_enabled=False,
         web_tables_enabled=False,
         web_stats_enabled=False,

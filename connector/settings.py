@@ -159,6 +159,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     store: str = "rocksdb://"
     data_dir: str = ".connector-data"
+    web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0)
     web_enabled: bool = True
     standby_replicas: int = Field(default=0, ge=0)
