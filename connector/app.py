@@ -30,7 +30,9 @@ from connector.audit import AuditRecord, DeadLetter, SourceRef
 from connector.delivery import OrderedDispatcher
 from connector.http import build_http_client
 from connector.kafka_clients import ssl_context
+from connector.metrics import Metrics
 from connector.processor import Processor
+from connector.ratelimit import RateLimiter
 from connector.settings import Settings
 from connector.vendors.base import VendorClient
 from connector.vendors.comeet import ComeetClient
@@ -64,18 +66,21 @@ def _credentials(settings: Settings) -> Any:
 class _KafkaSinks:
     """Audit and dead-letter topics; each call returns once the broker has the record."""
 
-    def __init__(self, audit: faust.TopicT, dead_letter: faust.TopicT) -> None:
+    def __init__(self, audit: faust.TopicT, dead_letter: faust.TopicT, metrics: Metrics) -> None:
         self._audit = audit
         self._dead_letter = dead_letter
+        self._metrics = metrics
 
     async def audit(self, record: AuditRecord) -> None:
         key = record.order_key.encode() if record.order_key else None
         fut = await self._audit.send(key=key, value=record.model_dump_json().encode())
         await fut
+        self._metrics.observe_audit(record)
 
     async def dead_letter(self, record: DeadLetter, key: bytes | None) -> None:
         fut = await self._dead_letter.send(key=key, value=record.model_dump_json().encode())
         await fut
+        self._metrics.observe_dead_letter(record)
 
 
 @dataclass
@@ -88,6 +93,7 @@ class ConnectorApp:
     audit: faust.TopicT
     dead_letter: faust.TopicT
     table: Any
+    metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
     processor: Processor | None = None
     dispatcher: OrderedDispatcher | None = None
@@ -103,12 +109,23 @@ class ConnectorApp:
                 **self.extra_clients,
             }
             self.dispatcher = OrderedDispatcher(settings.delivery.max_in_flight)
+            limiter = RateLimiter(
+                settings.delivery.rate_limit_per_s, settings.delivery.rate_limit_burst
+            )
             self.processor = Processor(
                 settings,
                 self.table,
                 clients,
-                _KafkaSinks(self.audit, self.dead_letter),
+                _KafkaSinks(self.audit, self.dead_letter, self.metrics),
                 self.dispatcher,
+                before_call=limiter.acquire,
+                on_rate_limited=limiter.on_rate_limited,
+            )
+            dispatcher = self.dispatcher
+            consumer = self.app.consumer
+            self.metrics.bind_gauges(
+                in_flight=lambda: dispatcher.pending,
+                paused=lambda: len(getattr(consumer, "_paused_partitions", ())),
             )
         return self.processor
 
@@ -192,11 +209,34 @@ def create_app(settings: Settings) -> ConnectorApp:
         }
         return web.json(body, status=200 if is_ready else 503)
 
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        _update_lag(app, connector.metrics)
+        return web.bytes(connector.metrics.render(), content_type="text/plain; version=0.0.4")
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _drain(app: faust.App, **kwargs: Any) -> None:
         await connector.close()
 
     return connector
+
+
+def _update_lag(app: faust.App, metrics: Metrics) -> None:
+    consumer = app.consumer
+    read = getattr(consumer, "_read_offset", {})
+    try:
+        assignment = consumer.assignment()
+    except Exception:  # not started yet
+        return
+    for tp in assignment:
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            continue
+        last = read.get(tp)
+        if highwater is not None:
+            position = (last + 1) if last is not None else 0
+            metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 def _acker(event: faust.EventT) -> Any:

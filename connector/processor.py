@@ -219,8 +219,10 @@ class Processor:
             )
             return
         client = self._clients[request.vendor]
+        last_latency_ms: list[float] = [0.0]
 
         async def on_attempt(report: AttemptReport) -> None:
+            last_latency_ms[0] = report.latency_ms
             if report.error is None:
                 return
             await self._sinks.audit(
@@ -260,6 +262,7 @@ class Processor:
                     terminal=True,
                     action=request.action,
                     http_status=outcome.result.http_status,
+                    latency_ms=round(last_latency_ms[0], 3),
                     attempt=outcome.attempts,
                     warnings=list(outcome.result.warnings),
                 )
