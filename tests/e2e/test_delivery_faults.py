@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -94,7 +95,8 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers(
     assert letters[0]["http_status"] == 503
 
     sandboxes.kombo.faults.clear()
-    replay = subprocess.run(
+    replay = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "connector.cli", "dlq", "replay", "--event-id", final["event_id"]],
         env=child_environment(deployment.env),
         capture_output=True,
@@ -137,7 +139,11 @@ async def test_metrics_count_what_was_sent(deployment: Deployment, sandboxes: Sa
     await deployment.publish_raw([(b"comeet|c-m9", b"nope")])
     await deployment.audit_until_terminal([e["event_id"] for e in [*events, rejected]], invalid=1)
 
-    text = httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5).text
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.web_port}") as web:
+        text = (await web.get("/metrics", timeout=5)).text
+        # Faust's table and router pages are off.
+        for path in ("/table/", "/router/"):
+            assert (await web.get(path)).status_code == 404
     assert (
         metric(text, "connector_events_total", event_type="order.completed", outcome="delivered")
         == 5
@@ -152,7 +158,3 @@ async def test_metrics_count_what_was_sent(deployment: Deployment, sandboxes: Sa
     assert metric(text, "connector_delivery_latency_seconds_count", vendor="comeet") == 6
     assert "connector_in_flight_events 0.0" in text
     assert KOMBO_KEY not in text and COMEET_TOKEN not in text
-    # Faust's table and router pages are off.
-    for path in ("/table/", "/router/"):
-        response = httpx.get(f"http://127.0.0.1:{worker.web_port}{path}", timeout=5)
-        assert response.status_code == 404
