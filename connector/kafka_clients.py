@@ -58,7 +58,7 @@ def producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
         **client_kwargs(settings.kafka),
         acks="all",
         enable_idempotence=True,
-        max_request_size=settings.kafka.max_message_bytes * 2,
+        max_request_size=settings.kafka.max_message_bytes * 3,
         **extra,
     )
 

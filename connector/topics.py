@@ -33,7 +33,10 @@ class TopicDefinition:
 
 def definitions(settings: Settings) -> list[TopicDefinition]:
     t = settings.topics
-    max_bytes = str(settings.kafka.max_message_bytes + 1024)  # record overhead
+    # Twice the connector's own limit: a record over the limit still reaches the
+    # connector, which dead-letters it with a clear reason instead of the producer
+    # failing far from anyone who watches the audit topic.
+    max_bytes = str(settings.kafka.max_message_bytes * 2)
     return [
         TopicDefinition(
             role="events",
@@ -65,7 +68,7 @@ def definitions(settings: Settings) -> list[TopicDefinition]:
                 "cleanup.policy": "delete",
                 "retention.ms": str(30 * DAY_MS),
                 # The original is base64 inside JSON: about 4/3 of its size.
-                "max.message.bytes": str(settings.kafka.max_message_bytes * 2),
+                "max.message.bytes": str(settings.kafka.max_message_bytes * 3),
             },
         ),
     ]

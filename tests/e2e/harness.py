@@ -56,7 +56,10 @@ class Deployment:
     async def publish(self, events: Iterable[dict[str, Any]]) -> None:
         await self.publish_raw(record(e) for e in events)
 
-    async def publish_raw(self, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    async def publish_raw(
+        self, records: Iterable[tuple[bytes | None, bytes]]
+    ) -> list[tuple[int, int]]:
+        """Publish in order; returns (partition, offset) per record."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", max_request_size=4_000_000
         )
@@ -65,7 +68,8 @@ class Deployment:
             futures = [
                 await producer.send(self.events_topic, value, key=key) for key, value in records
             ]
-            await asyncio.gather(*futures)
+            metadata = await asyncio.gather(*futures)
+            return [(m.partition, m.offset) for m in metadata]
         finally:
             await producer.stop()
 
