@@ -261,6 +261,9 @@ Event = Annotated[
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+_EVENT_TYPES = frozenset(EventType)
+
+
 def order_key(target: KomboTarget | ComeetTarget | KomboIntegrationTarget) -> str:
     """The Kafka key (and table key) of a target. Identifiers contain no ``/`` or ``|``."""
     if isinstance(target, KomboTarget):
@@ -328,7 +331,8 @@ def parse_record(key: bytes | None, value: bytes | None, *, max_bytes: int) -> E
         raise InvalidEventError(
             f"event must be a JSON object, got {type(raw).__name__}", code="not_object"
         )
-    if raw.get("type") not in set(EventType):
+    event_type = raw.get("type")
+    if not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
         raise InvalidEventError(
             f"unknown event type {str(raw.get('type'))[:64]!r}; expected one of "
             + ", ".join(EventType),
