@@ -1,0 +1,55 @@
+"""JSON log lines, and the last-line-of-defence redaction of configured secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from connector.logs import MASK, JsonFormatter, RedactingFilter
+from connector.settings import Settings
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture
+def capture() -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter([SECRET, "", "ab"]))
+    logger = logging.getLogger("test.redaction")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger, stream
+
+
+def test_secret_in_message_args_and_traceback_is_masked(capture) -> None:
+    logger, stream = capture
+    logger.info("calling with %s", f"Bearer {SECRET}", extra={"event_id": "e-1"})
+    try:
+        raise RuntimeError(f"boom {SECRET}")
+    except RuntimeError:
+        logger.exception("failed")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["message"] == f"calling with Bearer {MASK}"
+    assert lines[0]["event_id"] == "e-1"
+    assert SECRET not in stream.getvalue()
+    assert f"boom {MASK}" in lines[1]["exception"]
+
+
+def test_settings_repr_hides_secrets() -> None:
+    settings = Settings(kombo={"api_key": SECRET}, comeet={"token": SECRET})
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings.model_dump())
+    assert settings.kombo.api_key.get_secret_value() == SECRET
+
+
+def test_secret_from_file(tmp_path) -> None:
+    path = tmp_path / "key"
+    path.write_text(SECRET + "\n")
+    settings = Settings(kombo={"api_key_file": str(path)})
+    assert settings.kombo.api_key.get_secret_value() == SECRET
