@@ -1,0 +1,118 @@
+"""Every `connector` command, end to end against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connector.sandbox import Sandboxes
+from connector.settings import child_environment
+from tests.e2e.harness import Deployment
+from tests.factories import make_event, target
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def cli(
+    env: dict[str, str], *args: str, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "connector.cli", *args],
+            env=child_environment(env),
+            input=stdin.decode() if stdin else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=ROOT,
+        )
+
+    return await asyncio.to_thread(run)
+
+
+async def test_topics_publish_audit_and_dlq(
+    deployment: Deployment, sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    env = deployment.env
+    ensured = await cli(env, "topics", "ensure")
+    assert ensured.returncode == 0, ensured.stderr
+    assert f"{deployment.events_topic}" in ensured.stdout
+    assert "created" in ensured.stdout
+    again = await cli(env, "topics", "ensure")
+    assert again.stdout.count("exists") == 3
+    described = await cli(env, "topics", "describe")
+    assert f"{deployment.audit_topic}" in described.stdout
+    assert "4 partitions" in described.stdout
+
+    deployment.worker()
+    order = target("comeet", "c-cli")
+    event_file = tmp_path / "opened.json"
+    event_file.write_text(json.dumps(make_event("opened", order)))
+    published = await cli(env, "publish", str(event_file))
+    assert published.returncode == 0, published.stderr
+    assert "published comeet|c-cli -> partition" in published.stdout
+    batch = [make_event("completed", order), make_event("opened", order)]
+    from_stdin = await cli(env, "publish", "-", stdin=json.dumps(batch).encode())
+    assert from_stdin.stdout.count("published") == 2
+    invalid = await cli(env, "publish", "-", stdin=b'{"type": "order.opened"}')
+    assert invalid.returncode == 2
+    assert "event #0 is invalid" in invalid.stderr
+    await deployment.publish_raw([(b"comeet|c-cli", b"not json")])
+    await deployment.audit_until_terminal([batch[1]["event_id"]], invalid=1)
+
+    table = await cli(env, "audit", "tail", "--order", "c-cli", "--terminal")
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("time")
+    assert sum("delivered" in line for line in lines) == 2
+    assert sum("rejected" in line and "cannot reopen" in line for line in lines) == 1
+    as_json = await cli(env, "audit", "tail", "--json", "--outcome", "rejected")
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["event_id"] for r in records] == [batch[1]["event_id"]]
+    by_vendor = await cli(env, "audit", "tail", "--json", "--vendor", "kombo")
+    assert by_vendor.stdout.strip() == ""
+
+    listing = await cli(env, "dlq", "list")
+    assert "not_json" in listing.stdout
+    assert "1 dead letters" in listing.stderr
+    dry = await cli(env, "dlq", "replay", "--code", "not_json", "--dry-run")
+    assert "would replay 1 dead letters" in dry.stdout
+
+
+def test_topics_generate_writes_the_contract_files(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "connector.cli", "topics", "generate", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert "event.schema.json" in result.stdout
+    assert (tmp_path / "schemas/event.schema.json").read_text() == (
+        ROOT / "topics/schemas/event.schema.json"
+    ).read_text()
+
+
+@pytest.mark.slow
+async def test_demo_runs_to_the_end(kafka_bootstrap: str) -> None:
+    result = await cli(
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        "demo",
+        "--orders",
+        "8",
+        "--workers",
+        "1",
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("summary: dead_lettered 2, delivered")
+    assert "duplicate 1, rejected 1" in summary
+    assert "cannot reopen a final order" in result.stdout
