@@ -21,6 +21,11 @@ Rule semantics:
 - All matching latency is added up; the first matching terminal rule (error,
   rate_limit, drop, outage) wins and later terminal rules are not consumed.
 
+Faults are decided before any vendor check (auth, validation, state): they model
+the vendor's infrastructure failing, so even a request with a bad key can be
+dropped. A faulted request is recorded (with the status answered, or "dropped") and
+never changes vendor state.
+
 The global latency (``set_latency``) is added to every vendor request; the
 benchmark uses it to model a remote API's round trip.
 

@@ -322,7 +322,7 @@ class VendorSandbox:
         max_body_bytes: int = _DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.faults = FaultInjector(latency_ms=latency_ms, seed=seed)
-        self.log = RequestLog(max_recorded)
+        self.request_log = RequestLog(max_recorded)
         self._initial_latency_ms = latency_ms
         self._runner: web.AppRunner | None = None
         self._root_url: str | None = None
@@ -428,7 +428,7 @@ class VendorSandbox:
         self, key: str | None = None, since: int = 0, limit: int | None = None
     ) -> list[JSONDict]:
         """Recorded requests (the stored dicts themselves: treat them as read-only)."""
-        return self.log.select(key=key, since=since, limit=limit)
+        return self.request_log.select(key=key, since=since, limit=limit)
 
     def set_latency(self, ms: float) -> None:
         self.faults.set_latency(ms)
@@ -436,7 +436,7 @@ class VendorSandbox:
     def reset(self) -> None:
         """Back to the start: vendor state, request log, fault rules, latency."""
         self._reset_state()
-        self.log.clear()
+        self.request_log.clear()
         self.faults.clear()
         self.faults.set_latency(self._initial_latency_ms)
 
@@ -467,7 +467,7 @@ class VendorSandbox:
             "received_at": time.time(),
             "key": key,
         }
-        self.log.append(entry)
+        self.request_log.append(entry)
         return entry
 
     async def _respond(
@@ -573,15 +573,15 @@ class VendorSandbox:
             limit = int(query["limit"]) if "limit" in query else None
         except ValueError:
             return control_error(400, "since/limit: must be integers")
-        entries = self.log.select(key=query.get("key"), since=since, limit=limit)
-        return web.json_response({"requests": entries, "next": self.log.next_index})
+        entries = self.request_log.select(key=query.get("key"), since=since, limit=limit)
+        return web.json_response({"requests": entries, "next": self.request_log.next_index})
 
     async def _ctl_request(self, request: web.Request) -> web.Response:
         try:
             index = int(request.match_info["index"])
         except ValueError:
             return control_error(400, "index: must be an integer")
-        entry = self.log.get(index)
+        entry = self.request_log.get(index)
         if entry is None:
             return control_error(404, f"request {index} is not (or no longer) recorded")
         return web.json_response(entry)
