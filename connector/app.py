@@ -108,7 +108,9 @@ class ConnectorApp:
                 "comeet": ComeetClient(self.http, settings.comeet),
                 **self.extra_clients,
             }
-            self.dispatcher = OrderedDispatcher(settings.delivery.max_in_flight)
+            self.dispatcher = OrderedDispatcher(
+                settings.delivery.max_in_flight, settings.delivery.max_in_flight_bytes
+            )
             limiter = RateLimiter(
                 settings.delivery.rate_limit_per_s, settings.delivery.rate_limit_burst
             )

@@ -146,15 +146,20 @@ async def deliver(
 class _Entry:
     offset: int
     ack: Callable[[], None]
+    size: int = 0
     done: bool = False
 
 
 class OrderedDispatcher:
     """Concurrent across keys, serial per key, acknowledged in offset order per partition."""
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, max_pending_bytes: int = 64 * 1024 * 1024) -> None:
         self._slots = asyncio.Semaphore(max_pending)
         self._max_pending = max_pending
+        # Bytes of admitted records: a few huge records cannot exhaust memory either.
+        self._max_bytes = max_pending_bytes
+        self._bytes = 0
+        self._bytes_freed = asyncio.Condition()
         self._tails: dict[Hashable, asyncio.Task[None]] = {}
         self._partitions: dict[Hashable, deque[_Entry]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,6 +167,10 @@ class OrderedDispatcher:
     @property
     def pending(self) -> int:
         return len(self._tasks)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
 
     @property
     def saturated(self) -> bool:
@@ -174,15 +183,22 @@ class OrderedDispatcher:
         key: Hashable | None,
         job: Callable[[], Awaitable[None]],
         ack: Callable[[], None],
+        size: int = 0,
     ) -> None:
-        """Admit one record (waits while ``max_pending`` records are in flight).
+        """Admit one record (waits while ``max_pending`` records, or their bytes, are in flight).
 
         ``job`` must not raise; ``ack`` runs once the job and every earlier
         record of the same partition are done. ``key=None`` means no ordering
         constraint (the record belongs to no order, e.g. an unparseable one).
         """
         await self._slots.acquire()
-        entry = _Entry(offset, ack)
+        async with self._bytes_freed:
+            # One record larger than the budget is still admitted, alone.
+            await self._bytes_freed.wait_for(
+                lambda: self._bytes == 0 or self._bytes + size <= self._max_bytes
+            )
+            self._bytes += size
+        entry = _Entry(offset, ack, size)
         self._partitions.setdefault(partition, deque()).append(entry)
         previous = self._tails.get(key) if key is not None else None
         task = asyncio.create_task(self._run(partition, key, previous, job, entry))
@@ -214,6 +230,9 @@ class OrderedDispatcher:
                 self._tasks.discard(current)
             self._slots.release()
             self._drain(partition)
+            async with self._bytes_freed:
+                self._bytes -= entry.size
+                self._bytes_freed.notify_all()
 
     def _drain(self, partition: Hashable) -> None:
         queue = self._partitions.get(partition)

@@ -89,18 +89,20 @@ class Processor:
         ack: Callable[[], None],
     ) -> None:
         """Decide on one record and admit its job. Never raises."""
+        # Raw bytes plus the parsed event and the request body: about three copies.
+        size = 3 * (len(value or b"") + len(key or b""))
         try:
             event = parse_record(key, value, max_bytes=self._max_bytes)
             request = map_event(event)
         except InvalidEventError as exc:
             job = self._invalid_job(source, key, value, exc, None)
-            await self._dispatcher.submit(source.partition, source.offset, None, job, ack)
+            await self._dispatcher.submit(source.partition, source.offset, None, job, ack, size)
             return
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
             logger.exception("unexpected error while decoding offset %s", source.offset)
             error = InvalidEventError(f"internal error: {type(exc).__name__}", code="internal")
             job = self._invalid_job(source, key, value, error, None)
-            await self._dispatcher.submit(source.partition, source.offset, None, job, ack)
+            await self._dispatcher.submit(source.partition, source.offset, None, job, ack, size)
             return
         assert key is not None  # parse_record checked it
         try:
@@ -109,7 +111,7 @@ class Processor:
             logger.exception("unexpected error while deciding on event %s", event.event_id)
             error = InvalidEventError(f"internal error: {type(exc).__name__}", code="internal")
             job = self._invalid_job(source, key, value, error, event)
-        await self._dispatcher.submit(source.partition, source.offset, key, job, ack)
+        await self._dispatcher.submit(source.partition, source.offset, key, job, ack, size)
 
     def _audit(self, event: Event | None, source: SourceRef, **fields: Any) -> AuditRecord:
         if event is not None:

@@ -122,6 +122,7 @@ class DeliverySettings(BaseModel):
     """Outbound calls: concurrency, timeouts and the retry policy."""
 
     max_in_flight: int = Field(default=256, gt=0, description="events in flight per worker")
+    max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     pool_connections: int = Field(default=256, gt=0)

