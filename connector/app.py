@@ -10,7 +10,11 @@ Decisions recorded here:
   acknowledges each record itself, strictly in offset order per partition.
 * The table's keys are the raw record keys and it uses the partitioner, so its
   changelog partition equals the input partition and the delivery jobs may
-  write delivered state outside the stream iteration.
+  write delivered state outside the stream iteration. The RocksDB store picks
+  its per-partition database from Faust's *current event*: a delivery job is a
+  task created inside the stream iteration, so its context carries the event
+  that created it, and that event stays referenced (by its pending ack) until
+  the job has written its state.
 * At-least-once with idempotence (never ``exactly_once``: it cannot cover HTTP
   side effects).
 * Faust's ``/table`` and ``/router`` web pages (and the debug pages) are off.
