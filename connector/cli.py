@@ -256,8 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from aiokafka.errors import KafkaError
+
+    from connector.logs import configure_logging
+
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    if args.command not in ("worker", "demo"):
+        settings = get_settings()
+        configure_logging("WARNING", json_lines=False, secrets=_secrets(settings))
+    try:
+        result: int = args.func(args)
+    except KafkaError as exc:
+        # aiokafka logs the cause (e.g. authentication failed) just above; one line here.
+        print(f"connector: Kafka error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -27,6 +27,9 @@ class Deployment:
     env: dict[str, str]
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)
+    # Extra AIOKafkaProducer/AIOKafkaConsumer arguments (security_protocol, sasl_*, ssl_context)
+    # for publish_raw/read against a secured listener; empty for the PLAINTEXT session broker.
+    client_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def events_topic(self) -> str:
@@ -61,7 +64,10 @@ class Deployment:
     ) -> list[tuple[int, int]]:
         """Publish in order; returns (partition, offset) per record."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", max_request_size=4_000_000
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            max_request_size=4_000_000,
+            **self.client_config,
         )
         await producer.start()
         try:
@@ -82,6 +88,7 @@ class Deployment:
             bootstrap_servers=self.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **self.client_config,
         )
         await consumer.start()
         records: list[dict[str, Any]] = []
