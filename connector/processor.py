@@ -130,9 +130,15 @@ class Processor:
         event: Event,
         request: VendorRequest,
     ) -> Callable[[], Awaitable[None]]:
-        decision = decide(self._state(key), event, id_limit=self._id_limit)
+        previous = self._state(key)
+        decision = decide(previous, event, id_limit=self._id_limit)
         if decision.verdict is Verdict.ACCEPTED:
-            self._store(key, decision.state)  # inside stream iteration: ordered per key
+            # Persist the accepted state when the status changes (inside the stream
+            # iteration: ordered per key). An event that leaves the status as it was
+            # needs no write here: the delivered write records it, and each changelog
+            # write is a Kafka produce, the largest per-event cost after the HTTP call.
+            if decision.state.status is not (previous or OrderState()).status:
+                self._store(key, decision.state)
             accepted = self._audit(
                 event,
                 source,
