@@ -113,7 +113,7 @@ class ConnectorApp:
                 **self.extra_clients,
             }
             self.dispatcher = OrderedDispatcher(
-                settings.delivery.max_in_flight, settings.delivery.max_in_flight_bytes
+                settings.delivery.max_pending, settings.delivery.max_in_flight_bytes
             )
             limiter = RateLimiter(
                 settings.delivery.rate_limit_per_s, settings.delivery.rate_limit_burst

@@ -9,13 +9,17 @@ committed offset from ever passing an event that is still in flight
 (faust-streaming can commit past in-flight events when acks arrive out of
 order).
 
-Backpressure: at most ``max_pending`` records are admitted at once; the
-stream's ``submit`` call waits for a free slot, which stops the consumer loop,
-which lets Faust's bounded buffers pause fetching. Memory stays bounded.
+Backpressure: at most ``max_pending`` records (and ``max_pending_bytes``) are
+admitted at once; the stream's ``submit`` call waits for room, which stops the
+consumer loop, which lets Faust's bounded buffers pause fetching. Memory stays
+bounded.
 
-A slow or failing order only holds its own slot while it waits for a retry;
-the HTTP concurrency limit is taken only around the actual call, so retries
-that sleep do not starve healthy orders (no head-of-line blocking).
+No head-of-line blocking: the HTTP concurrency limit (``http_slots`` in
+:func:`deliver`) is taken only around the actual call. An event sleeping before
+a retry, or waiting behind an earlier event of its order, holds only its
+admission (cheap, and ``max_pending`` is large), so while one integration is
+down its events park and the other orders keep every HTTP slot. Only when
+``max_pending`` records are parked does the whole worker wait.
 """
 
 from __future__ import annotations

@@ -13,10 +13,15 @@ Two sets of event ids are kept apart:
 An event id in ``delivered`` is a duplicate and is not sent again. An id that
 is accepted but not delivered (its delivery failed, or the worker crashed
 before it finished) is *not* a duplicate: replaying it must deliver it, so the
-guard recognises its own undelivered event instead of rejecting it as a
-repeated transition. Both sets are bounded (oldest ids forgotten first); an
-id forgotten is judged by the status rules alone, which for a re-sent final
-result means "accepted as a content update".
+guard recognises its own undelivered event instead of judging it again against
+a status that later events set. After a crash the topic is replayed from the
+last committed offset: an ``order.opened`` accepted before the order's
+``order.completed`` comes back after the table already says COMPLETED, and it
+must still go out, first, ahead of the completion it preceded. Only when the
+vendor has already confirmed a final status (``delivered_status``) is such an
+interim event stale: the vendor would refuse it, so it is rejected as
+superseded. Both id sets are bounded (oldest forgotten first); an id forgotten
+is judged by the status rules alone.
 
 The module has no I/O: :func:`decide` and :func:`mark_delivered` return new
 states and the caller persists them.
@@ -68,6 +73,8 @@ class OrderState(BaseModel):
     accepted: tuple[str, ...] = Field(default=())
     delivered: tuple[str, ...] = Field(default=())
     final_event_id: str | None = None
+    # The status the vendor has confirmed (set by delivered final events).
+    delivered_status: OrderStatus = OrderStatus.OPEN
 
 
 class Verdict(StrEnum):
@@ -117,6 +124,13 @@ def decide(state: OrderState | None, event: Event, *, id_limit: int = 64) -> Dec
         return Decision(Verdict.DUPLICATE, state, "event id already delivered")
     redelivery = event.event_id in state.accepted
     wanted = status_after(event)
+    if redelivery:
+        confirmed = state.delivered_status
+        if wanted is not None and confirmed.is_final and wanted is not confirmed:
+            reason = f"superseded: the vendor already has the order as {confirmed}"
+            return Decision(Verdict.REJECTED, state, reason, redelivery=True)
+        # Accepted before: its transition was judged then; the status stays as it is.
+        return Decision(Verdict.ACCEPTED, state, redelivery=True)
     if wanted is not None:
         error = _transition_error(state.status, event, wanted)
         if error is not None:
@@ -139,7 +153,16 @@ def is_delivered(state: OrderState | None, event_id: str) -> bool:
     return state is not None and event_id in state.delivered
 
 
-def mark_delivered(state: OrderState | None, event_id: str, *, id_limit: int = 64) -> OrderState:
-    """Record the vendor's confirmation of one event."""
+def mark_delivered(
+    state: OrderState | None,
+    event_id: str,
+    *,
+    status: OrderStatus | None = None,
+    id_limit: int = 64,
+) -> OrderState:
+    """Record the vendor's confirmation of one event (``status``: the status it carried)."""
     state = state or OrderState()
-    return state.model_copy(update={"delivered": _remember(state.delivered, event_id, id_limit)})
+    update: dict[str, object] = {"delivered": _remember(state.delivered, event_id, id_limit)}
+    if status is not None and status.is_final:
+        update["delivered_status"] = status
+    return state.model_copy(update=update)

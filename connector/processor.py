@@ -19,6 +19,7 @@ in the Faust table and topics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -27,7 +28,14 @@ from connector.audit import AuditRecord, DeadLetter, Outcome, SourceRef
 from connector.delivery import AttemptReport, OrderedDispatcher, RetryPolicy, deliver
 from connector.errors import InvalidEventError, PermanentDeliveryError
 from connector.events import ComeetTarget, Event, KomboIntegrationTarget, KomboTarget, parse_record
-from connector.lifecycle import OrderState, Verdict, decide, is_delivered, mark_delivered
+from connector.lifecycle import (
+    OrderState,
+    Verdict,
+    decide,
+    is_delivered,
+    mark_delivered,
+    status_after,
+)
 from connector.settings import Settings
 from connector.vendors import VendorClient, VendorRequest, map_event
 
@@ -70,6 +78,9 @@ class Processor:
         self._id_limit = settings.state.event_ids_per_order
         self._max_bytes = settings.kafka.max_message_bytes
         self._before_call = before_call
+        # Only the HTTP call takes one of these: an event sleeping before a retry, or
+        # waiting behind an earlier event of its order, leaves them to healthy orders.
+        self._http_slots = asyncio.Semaphore(settings.delivery.max_in_flight)
         self._on_rate_limited = on_rate_limited
 
     # -- state -----------------------------------------------------------------------------
@@ -133,12 +144,8 @@ class Processor:
         previous = self._state(key)
         decision = decide(previous, event, id_limit=self._id_limit)
         if decision.verdict is Verdict.ACCEPTED:
-            # Persist the accepted state when the status changes (inside the stream
-            # iteration: ordered per key). An event that leaves the status as it was
-            # needs no write here: the delivered write records it, and each changelog
-            # write is a Kafka produce, the largest per-event cost after the HTTP call.
-            if decision.state.status is not (previous or OrderState()).status:
-                self._store(key, decision.state)
+            if decision.state != previous:
+                self._store(key, decision.state)  # inside stream iteration: ordered per key
             accepted = self._audit(
                 event,
                 source,
@@ -254,14 +261,19 @@ class Processor:
             client,
             self._policy,
             on_attempt=on_attempt,
+            http_slots=self._http_slots,
             before_call=self._before_call,
             on_rate_limited=self._on_rate_limited,
         )
         if outcome.ok:
             assert outcome.result is not None
-            self._store(
-                key, mark_delivered(self._state(key), event.event_id, id_limit=self._id_limit)
+            delivered = mark_delivered(
+                self._state(key),
+                event.event_id,
+                status=status_after(event),
+                id_limit=self._id_limit,
             )
+            self._store(key, delivered)
             await self._sinks.audit(
                 self._audit(
                     event,

@@ -121,7 +121,11 @@ class ComeetSettings(BaseModel):
 class DeliverySettings(BaseModel):
     """Outbound calls: concurrency, timeouts and the retry policy."""
 
-    max_in_flight: int = Field(default=256, gt=0, description="events in flight per worker")
+    max_in_flight: int = Field(default=256, gt=0, description="concurrent HTTP calls per worker")
+    # Records admitted per worker, including those waiting for a retry or behind an
+    # earlier event of their order: the memory bound, far above max_in_flight so that
+    # a failing target's parked events do not stop healthy ones.
+    max_pending: int = Field(default=10_000, gt=0)
     max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)

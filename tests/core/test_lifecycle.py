@@ -79,12 +79,30 @@ def test_undelivered_final_event_is_redelivered_not_rejected(tgt) -> None:
     assert again.state.accepted.count(final.event_id) == 1
 
 
-def test_replayed_stale_progress_after_completion_is_rejected(tgt) -> None:
-    progress = ev("progress", tgt)
+def test_crash_replay_redelivers_events_accepted_before_the_final_one(tgt) -> None:
+    # Before the crash: opened and completed were accepted, neither delivered.
+    opened, completed = ev("opened", tgt), ev("completed", tgt)
+    state = decide(None, opened).state
+    state = decide(state, completed).state
+    assert state.status is OrderStatus.COMPLETED
+    # After the crash the topic is replayed from the committed offset.
+    replay_opened = decide(state, opened)
+    assert replay_opened.verdict is Verdict.ACCEPTED
+    assert replay_opened.redelivery
+    assert replay_opened.state == state  # the status stays COMPLETED
+    assert decide(state, completed).verdict is Verdict.ACCEPTED
+    # A genuinely new reopen is still refused.
+    assert decide(state, ev("opened", tgt)).verdict is Verdict.REJECTED
+
+
+def test_replayed_interim_event_is_superseded_once_the_final_is_delivered(tgt) -> None:
+    progress, completed = ev("progress", tgt), ev("completed", tgt)
     state = decide(None, progress).state  # accepted, never delivered
-    state = decide(state, ev("completed", tgt)).state
+    state = decide(state, completed).state
+    state = mark_delivered(state, completed.event_id, status=OrderStatus.COMPLETED)
     decision = decide(state, progress)
     assert decision.verdict is Verdict.REJECTED
+    assert decision.reason == "superseded: the vendor already has the order as COMPLETED"
 
 
 def test_event_id_memory_is_bounded(tgt) -> None:
