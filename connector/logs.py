@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging"]
+__all__ = ["JsonFormatter", "RedactingFilter", "RepeatFilter", "configure_logging"]
 
 MASK = "**********"
 _CONTEXT_FIELDS = ("event_id", "order_key", "vendor", "worker_id")
@@ -40,6 +40,39 @@ class RedactingFilter(logging.Filter):
                 record.exc_text = self._mask(record.exc_text)
                 record.exc_info = None
         return True
+
+
+class RepeatFilter(logging.Filter):
+    """At most ``limit`` lines per message template and logger in each window.
+
+    A broker outage makes aiokafka log the same connection error thousands of
+    times a second; the first lines say all there is, and the next window's
+    first line says how many were dropped.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 10.0) -> None:
+        super().__init__()
+        self._limit = limit
+        self._window_s = window_s
+        self._seen: dict[tuple[str, object], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        entry = self._seen.get(key)
+        if entry is None or record.created - entry[0] >= self._window_s:
+            suppressed = int(entry[2]) if entry else 0
+            self._seen[key] = [record.created, 1.0, 0.0]
+            if len(self._seen) > 10_000:  # bounded: forget old templates
+                self._seen.clear()
+            if suppressed:
+                record.msg = f"{record.getMessage()} (+{suppressed} similar suppressed)"
+                record.args = None
+            return True
+        entry[1] += 1
+        if entry[1] <= self._limit:
+            return True
+        entry[2] += 1
+        return False
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,6 +101,7 @@ def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = 
         if json_lines
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(RepeatFilter())
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

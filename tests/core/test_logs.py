@@ -53,3 +53,33 @@ def test_secret_from_file(tmp_path) -> None:
     path.write_text(SECRET + "\n")
     settings = Settings(kombo={"api_key_file": str(path)})
     assert settings.kombo.api_key.get_secret_value() == SECRET
+
+
+def test_repeated_lines_are_throttled_and_counted() -> None:
+    from connector.logs import RepeatFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RepeatFilter(limit=3, window_s=10))
+    logger = logging.getLogger("test.repeat")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    for n in range(100):
+        record = logger.makeRecord(
+            "test.repeat", logging.ERROR, "f", 1, "Unable connect to node %s", (n,), None
+        )
+        record.created = 1000.0 + n * 0.01
+        logger.handle(record)
+    later = logger.makeRecord(
+        "test.repeat", logging.ERROR, "f", 1, "Unable connect to node %s", (7,), None
+    )
+    later.created = 1020.0
+    logger.handle(later)
+    lines = stream.getvalue().splitlines()
+    assert lines[:3] == [
+        "Unable connect to node 0",
+        "Unable connect to node 1",
+        "Unable connect to node 2",
+    ]
+    assert lines[3] == "Unable connect to node 7 (+97 similar suppressed)"
+    assert len(lines) == 4
