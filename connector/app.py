@@ -23,6 +23,7 @@ Decisions recorded here:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,8 @@ def create_app(settings: Settings) -> ConnectorApp:
         settings.app_id,
         broker=_broker_url(settings),
         broker_credentials=_credentials(settings),
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_s,
         store=settings.store,
         datadir=str(data_dir),
         autodiscover=False,
@@ -197,15 +200,32 @@ def create_app(settings: Settings) -> ConnectorApp:
             )
             await processor.handle(source, message.key, message.value, _acker(event))
 
-    @app.page("/health/live")
-    async def live(web: Any, request: Any) -> Any:
-        return web.json({"status": "alive", "worker_id": settings.worker_id})
+    not_ready_since: list[float | None] = [time.monotonic()]
 
-    @app.page("/health/ready")
-    async def ready(web: Any, request: Any) -> Any:
+    def readiness() -> tuple[bool, bool]:
         # Ready once the table is recovered from its changelog and no rebalance is running.
         recovered = app.tables.recovery.completed.is_set() and not app.in_recovery  # type: ignore[attr-defined]
         is_ready = recovered and not app.rebalancing
+        if is_ready:
+            not_ready_since[0] = None
+        elif not_ready_since[0] is None:
+            not_ready_since[0] = time.monotonic()
+        return recovered, is_ready
+
+    @app.page("/health/live")
+    async def live(web: Any, request: Any) -> Any:
+        # Faust's table recovery can stall after a rebalance (upstream issue); a worker
+        # not ready for longer than the stall limit reports itself dead so that its
+        # supervisor restarts it, which restarts recovery.
+        readiness()
+        since = not_ready_since[0]
+        stalled = since is not None and time.monotonic() - since > settings.recovery_stall_s
+        body = {"status": "stalled" if stalled else "alive", "worker_id": settings.worker_id}
+        return web.json(body, status=503 if stalled else 200)
+
+    @app.page("/health/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        recovered, is_ready = readiness()
         body = {
             "status": "ready" if is_ready else "starting",
             "worker_id": settings.worker_id,

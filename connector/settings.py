@@ -60,6 +60,9 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_message_bytes: int = Field(default=1_048_576, gt=0)
+    # How soon the group notices a dead worker and moves its partitions.
+    session_timeout_s: float = Field(default=60.0, gt=0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:
@@ -168,6 +171,7 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0)
     web_enabled: bool = True
     standby_replicas: int = Field(default=0, ge=0)
+    recovery_stall_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -594,7 +594,10 @@ def log_excerpt(
 
 # A SIGKILLed consumer stays in its group until its session times out (Faust's default:
 # 60 s); the tests shorten that through Faust's own environment settings.
-FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
+FAST_GROUP = {
+    "CONNECTOR_KAFKA__SESSION_TIMEOUT_S": "10",
+    "CONNECTOR_KAFKA__HEARTBEAT_INTERVAL_S": "1",
+}
 
 KOMBO_INTEGRATIONS = ("workday:ACME1", "greenhouse:BETA2", "lever:GAMMA3")
 
