@@ -102,7 +102,6 @@ def owners(audit: list[dict[str, Any]], events_topic: str) -> dict[str, str]:
     return out
 
 
-@pytest.mark.timeout(300)
 # Without standby replicas the survivor rebuilds the moved partitions from the changelog;
 # faust-streaming's recovery sometimes stalls there ("No event received for active tp ...
 # since recovery start", about 1 run in 5 here; see README, known issues). The worker's
@@ -112,6 +111,7 @@ STALL = pytest.mark.xfail(
 )
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "standby", [pytest.param(0, marks=STALL), 1], ids=["no-standby", "standby-1"]
 )
