@@ -177,37 +177,37 @@ class Processor:
         event: Event | None,
     ) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
-            letter = DeadLetter(
-                worker_id=self._worker,
-                code=error.code,
-                reason=error.reason,
-                event_id=event.event_id if event else None,
-                order_key=event.key if event else None,
-                source=source,
-                original_key_b64=DeadLetter.encode(key),
-                original_value_b64=DeadLetter.encode(value),
-            )
+            letter = self._letter(source, key, value, event, code=error.code, reason=error.reason)
+            reason = f"{error.code}: {error.reason}"
             await self._sinks.audit(
-                self._audit(
-                    event,
-                    source,
-                    outcome=Outcome.INVALID,
-                    terminal=False,
-                    reason=f"{error.code}: {error.reason}",
-                )
+                self._audit(event, source, outcome=Outcome.INVALID, terminal=False, reason=reason)
             )
             await self._sinks.dead_letter(letter, key)
             await self._sinks.audit(
                 self._audit(
-                    event,
-                    source,
-                    outcome=Outcome.DEAD_LETTERED,
-                    terminal=True,
-                    reason=f"{error.code}: {error.reason}",
+                    event, source, outcome=Outcome.DEAD_LETTERED, terminal=True, reason=reason
                 )
             )
 
         return job
+
+    def _letter(
+        self,
+        source: SourceRef,
+        key: bytes | None,
+        value: bytes | None,
+        event: Event | None,
+        **fields: Any,
+    ) -> DeadLetter:
+        return DeadLetter(
+            worker_id=self._worker,
+            event_id=event.event_id if event else None,
+            order_key=event.key if event else None,
+            source=source,
+            original_key_b64=DeadLetter.encode(key),
+            original_value_b64=DeadLetter.encode(value),
+            **fields,
+        )
 
     async def _deliver_job(
         self,
@@ -218,35 +218,32 @@ class Processor:
         request: VendorRequest,
         accepted: AuditRecord,
     ) -> None:
+        async def record(outcome: Outcome, terminal: bool, **fields: Any) -> None:
+            await self._sinks.audit(
+                self._audit(
+                    event,
+                    source,
+                    outcome=outcome,
+                    terminal=terminal,
+                    action=request.action,
+                    **fields,
+                )
+            )
+
         await self._sinks.audit(accepted)
         # Checked again here, not only at decision time: an earlier copy of this
         # event may have been delivered while this one waited behind it.
         if is_delivered(self._state(key), event.event_id):
-            await self._sinks.audit(
-                self._audit(
-                    event,
-                    source,
-                    outcome=Outcome.DUPLICATE,
-                    terminal=True,
-                    action=request.action,
-                    reason="event id already delivered",
-                )
-            )
+            await record(Outcome.DUPLICATE, True, reason="event id already delivered")
             return
-        client = self._clients[request.vendor]
         last_latency_ms: list[float] = [0.0]
 
         async def on_attempt(report: AttemptReport) -> None:
             last_latency_ms[0] = report.latency_ms
-            if report.error is None:
-                return
-            await self._sinks.audit(
-                self._audit(
-                    event,
-                    source,
-                    outcome=Outcome.FAILED,
-                    terminal=False,
-                    action=request.action,
+            if report.error is not None:
+                await record(
+                    Outcome.FAILED,
+                    False,
                     reason=report.error.message,
                     http_status=report.error.http_status,
                     vendor_code=report.error.vendor_code,
@@ -254,11 +251,10 @@ class Processor:
                     attempt=report.attempt,
                     retryable=report.will_retry,
                 )
-            )
 
         outcome = await deliver(
             request,
-            client,
+            self._clients[request.vendor],
             self._policy,
             on_attempt=on_attempt,
             http_slots=self._http_slots,
@@ -274,18 +270,13 @@ class Processor:
                 id_limit=self._id_limit,
             )
             self._store(key, delivered)
-            await self._sinks.audit(
-                self._audit(
-                    event,
-                    source,
-                    outcome=Outcome.DELIVERED,
-                    terminal=True,
-                    action=request.action,
-                    http_status=outcome.result.http_status,
-                    latency_ms=round(last_latency_ms[0], 3),
-                    attempt=outcome.attempts,
-                    warnings=list(outcome.result.warnings),
-                )
+            await record(
+                Outcome.DELIVERED,
+                True,
+                http_status=outcome.result.http_status,
+                latency_ms=round(last_latency_ms[0], 3),
+                attempt=outcome.attempts,
+                warnings=list(outcome.result.warnings),
             )
             return
         error = outcome.error
@@ -296,33 +287,21 @@ class Processor:
             if code == "permanent"
             else f"gave up after {outcome.attempts} attempts: {error.message}"
         )
+        failure = {"http_status": error.http_status, "vendor_code": error.vendor_code}
         await self._sinks.dead_letter(
-            DeadLetter(
-                worker_id=self._worker,
+            self._letter(
+                source,
+                key,
+                value,
+                event,
                 code=code,
                 reason=reason,
                 last_error=error.message,
                 attempts=outcome.attempts,
-                http_status=error.http_status,
-                vendor_code=error.vendor_code,
-                event_id=event.event_id,
-                order_key=event.key,
-                source=source,
-                original_key_b64=DeadLetter.encode(key),
-                original_value_b64=DeadLetter.encode(value),
+                **failure,
             ),
             key,
         )
-        await self._sinks.audit(
-            self._audit(
-                event,
-                source,
-                outcome=Outcome.DEAD_LETTERED,
-                terminal=True,
-                action=request.action,
-                reason=reason,
-                http_status=error.http_status,
-                vendor_code=error.vendor_code,
-                attempt=outcome.attempts,
-            )
+        await record(
+            Outcome.DEAD_LETTERED, True, reason=reason, attempt=outcome.attempts, **failure
         )
