@@ -79,7 +79,11 @@ class _KafkaSinks:
     async def audit(self, record: AuditRecord) -> None:
         key = record.order_key.encode() if record.order_key else None
         fut = await self._audit.send(key=key, value=record.model_dump_json().encode())
-        await fut
+        if record.terminal:
+            # The event is acknowledged after this returns, so its terminal record must
+            # be on the broker. Earlier records of the event share its key, partition and
+            # producer, so they are written before it; waiting for them too buys nothing.
+            await fut
         self._metrics.observe_audit(record)
 
     async def dead_letter(self, record: DeadLetter, key: bytes | None) -> None:
@@ -174,6 +178,10 @@ def create_app(settings: Settings) -> ConnectorApp:
         key_serializer="raw",
         value_serializer="raw",
         logging_config=None,
+        # Faust would otherwise read unprefixed variables (WEB_PORT, BROKER_URL,
+        # PROCESSING_GUARANTEE, ...) that override these arguments; configuration
+        # comes from connector.settings only.
+        env={},
     )
     events = app.topic(t.events, key_type=bytes, value_type=bytes, partitions=t.partitions)
     audit = app.topic(t.audit, key_type=bytes, value_type=bytes, partitions=t.partitions)

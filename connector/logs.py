@@ -106,3 +106,5 @@ def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: one line per event is noise and ~3% of CPU.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
