@@ -195,6 +195,7 @@ def create_app(settings: Settings) -> ConnectorApp:
         partitions=t.partitions,
         use_partitioner=True,
         help="Per-order lifecycle state (accepted and delivered event ids).",
+        options=_store_options(settings),
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, table)
 
@@ -253,6 +254,18 @@ def create_app(settings: Settings) -> ConnectorApp:
         await connector.close()
 
     return connector
+
+
+def _store_options(settings: Settings) -> dict[str, int] | None:
+    if not settings.store.startswith("rocksdb"):
+        return None
+    mib = 1024 * 1024
+    return {
+        "write_buffer_size": settings.state.rocksdb_write_buffer_mb * mib,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.state.rocksdb_block_cache_mb * mib,
+        "block_cache_compressed_size": settings.state.rocksdb_block_cache_mb * mib,
+    }
 
 
 def _update_lag(app: faust.App, metrics: Metrics) -> None:

@@ -146,6 +146,11 @@ class StateSettings(BaseModel):
     """Bounds on the per-order state kept in the table."""
 
     event_ids_per_order: int = Field(default=64, gt=0)
+    # RocksDB memory per partition database. Faust's defaults (64 MiB write buffers x 3,
+    # 2 GiB block cache) grow a worker's RSS with every order it sees; the table's
+    # values are a few hundred bytes, so small buffers cost little.
+    rocksdb_write_buffer_mb: int = Field(default=4, gt=0)
+    rocksdb_block_cache_mb: int = Field(default=8, gt=0)
 
 
 class Settings(BaseSettings):
