@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from importlib import metadata
 
 from bench.analysis import RunStats
 
-__all__ = ["RunResult", "machine_details", "markdown_table", "results_table"]
+__all__ = ["RunResult", "code_version", "machine_details", "markdown_table", "results_table"]
 
 _PACKAGES = (
     "faust-streaming",
@@ -66,6 +67,30 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def code_version() -> str:
+    """The last commit that changed ``connector/``, and whether it has uncommitted changes.
+
+    Workers import the working tree when they start, so the figures belong to this
+    version only if it did not change during the run (the report shows it at both ends).
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    try:
+        commit = git("log", "-1", "--format=%h", "--abbrev=12", "--", "connector")
+        dirty = git("status", "--porcelain", "--", "connector")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + (" + uncommitted changes in connector/" if dirty else "")
 
 
 def machine_details(kafka: str) -> list[tuple[str, str]]:

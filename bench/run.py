@@ -42,7 +42,7 @@ from typing import Any
 
 from bench.observe import KOMBO_KEY, RunSandbox
 from bench.processes import REGISTRY
-from bench.report import RunResult, machine_details, markdown_table, results_table
+from bench.report import RunResult, code_version, machine_details, markdown_table, results_table
 from bench.scenario import IMPLEMENTATIONS, BenchContext, Workload, run_configuration
 from bench.sdk_micro import MicroResult, micro_table, run_micro
 from bench.state import StateResult, run_state, state_table
@@ -234,6 +234,7 @@ def _report(
     micro: list[MicroResult],
     state: StateResult | None,
     elapsed_s: float,
+    versions: tuple[str, str],
 ) -> str:
     command = shlex.join(["python", "-m", "bench.run", *argv])
     settings = [
@@ -251,6 +252,10 @@ def _report(
         ],
         ["aiokafka loop max in flight", str(ctx.loop_max_in_flight)],
         ["benchmark wall time", f"{elapsed_s / 60:.1f} min"],
+        [
+            "connector/ code (at start / at end)",
+            versions[0] if versions[0] == versions[1] else f"{versions[0]} / {versions[1]}",
+        ],
     ]
     parts = [
         f"# Benchmark {datetime.now():%Y-%m-%d %H:%M}",
@@ -292,6 +297,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     began = time.monotonic()
+    version_at_start = code_version()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / f"{stamp}-logs"
@@ -315,7 +321,9 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if args.state_orders > 0:
                 _progress(f"state scenario: {args.state_orders:,} orders")
                 state = await run_state(ctx, args.state_orders, args.state_cap_seconds)
-    report = _report(args, argv, kafka, ctx, results, micro, state, time.monotonic() - began)
+    versions = (version_at_start, code_version())
+    elapsed = time.monotonic() - began
+    report = _report(args, argv, kafka, ctx, results, micro, state, elapsed, versions)
     (args.out / f"{stamp}.md").write_text(report, encoding="utf-8")
     (args.out / f"{stamp}.json").write_text(_raw(results, micro, state), encoding="utf-8")
     print(report, flush=True)
