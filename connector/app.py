@@ -106,7 +106,6 @@ class ConnectorApp:
     http: httpx.AsyncClient | None = None
     processor: Processor | None = None
     dispatcher: OrderedDispatcher | None = None
-    extra_clients: dict[str, VendorClient] = field(default_factory=dict)
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -115,7 +114,6 @@ class ConnectorApp:
             clients: dict[str, VendorClient] = {
                 "kombo": KomboClient(self.http, settings.kombo),
                 "comeet": ComeetClient(self.http, settings.comeet),
-                **self.extra_clients,
             }
             self.dispatcher = OrderedDispatcher(
                 settings.delivery.max_pending, settings.delivery.max_in_flight_bytes

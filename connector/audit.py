@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,6 +111,3 @@ class DeadLetter(BaseModel):
             return None if text is None else base64.b64decode(text)
 
         return decode(self.original_key_b64), decode(self.original_value_b64)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")

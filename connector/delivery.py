@@ -159,7 +159,6 @@ class OrderedDispatcher:
 
     def __init__(self, max_pending: int, max_pending_bytes: int = 64 * 1024 * 1024) -> None:
         self._slots = asyncio.Semaphore(max_pending)
-        self._max_pending = max_pending
         # Bytes of admitted records: a few huge records cannot exhaust memory either.
         self._max_bytes = max_pending_bytes
         self._bytes = 0

@@ -144,7 +144,7 @@ def scenario(orders: int = 30) -> list[tuple[bytes | None, bytes]]:
 
 
 @contextlib.contextmanager
-def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[dict[str, Any]]:
+def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[Settings]:
     from connector.local.kafka import LocalKafka
     from connector.local.worker import WorkerProcess
     from connector.sandbox import SandboxControl, SandboxProcess
@@ -206,7 +206,7 @@ def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[di
             print(f"starting worker-{i} ...", flush=True)
             worker.start(wait_ready=120)
             stack.callback(worker.stop)
-        yield {"settings": demo_settings, "control": control}
+        yield demo_settings
 
 
 async def _publish_and_watch(
@@ -243,9 +243,8 @@ def run_demo(
     records = scenario(orders)
     with (
         tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp,
-        _local_stack(settings, Path(tmp), workers) as stack,
+        _local_stack(settings, Path(tmp), workers) as demo_settings,
     ):
-        demo_settings: Settings = stack["settings"]
         outcomes = asyncio.run(_publish_and_watch(demo_settings, records, timeout))
         total = sum(outcomes.values())
         print(

@@ -68,7 +68,6 @@ class Processor:
         before_call: Callable[[VendorRequest], Awaitable[None]] | None = None,
         on_rate_limited: Callable[[VendorRequest], None] | None = None,
     ) -> None:
-        self._settings = settings
         self._worker = settings.worker_id
         self._table = table
         self._clients = clients
