@@ -9,6 +9,8 @@
         ├── RetryableDeliveryError   transport error, timeout, 408/429/5xx, transient vendor code
         │   └── RateLimitedError     429 or a vendor rate-limit code; may carry Retry-After
         └── PermanentDeliveryError   the vendor refused the request: retrying cannot help
+    RevokedError                   the partition moved away: the job stops, unacknowledged
+    SinkError                      Kafka did not take a record: retried, never acknowledged
 
 Vendor clients translate httpx and SDK exceptions into this hierarchy at their
 boundary (``raise ... from exc``); nothing above the vendor modules looks at
@@ -25,6 +27,8 @@ __all__ = [
     "PermanentDeliveryError",
     "RateLimitedError",
     "RetryableDeliveryError",
+    "RevokedError",
+    "SinkError",
 ]
 
 
@@ -48,8 +52,19 @@ class MappingError(InvalidEventError):
         super().__init__(reason, code="contract_violation")
 
 
+# Answers after which the request may still have been applied: a gateway or the
+# platform timed out or failed behind the API, which may have done the work.
+AMBIGUOUS_HTTP_STATUSES = frozenset({500, 502, 504})
+
+
 class DeliveryError(ConnectorError):
-    """An outbound call failed. Carries what the audit record needs."""
+    """An outbound call failed. Carries what the audit record needs.
+
+    ``may_have_arrived`` says whether the vendor may have applied the request
+    anyway: true for timeouts and dropped connections after the request was
+    sent, and for 500/502/504; false when the vendor clearly refused it. The
+    lifecycle guard keeps an ambiguous send as "possibly at the vendor".
+    """
 
     def __init__(
         self,
@@ -57,11 +72,15 @@ class DeliveryError(ConnectorError):
         *,
         http_status: int | None = None,
         vendor_code: str | None = None,
+        may_have_arrived: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
         self.vendor_code = vendor_code
+        if may_have_arrived is None:
+            may_have_arrived = http_status is None or http_status in AMBIGUOUS_HTTP_STATUSES
+        self.may_have_arrived = may_have_arrived
 
 
 class RetryableDeliveryError(DeliveryError):
@@ -79,9 +98,20 @@ class RateLimitedError(RetryableDeliveryError):
         vendor_code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, http_status=http_status, vendor_code=vendor_code)
+        # Asked to slow down: the vendor did not apply the request.
+        super().__init__(
+            message, http_status=http_status, vendor_code=vendor_code, may_have_arrived=False
+        )
         self.retry_after = retry_after
 
 
 class PermanentDeliveryError(DeliveryError):
     """The vendor refused the request; the event goes to the dead-letter topic."""
+
+
+class RevokedError(ConnectorError):
+    """The job's partition was revoked: it must not send, write state, audit or acknowledge."""
+
+
+class SinkError(ConnectorError):
+    """Kafka did not take an audit, dead-letter or state record; the step is retried."""

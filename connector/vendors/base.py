@@ -123,4 +123,6 @@ def error_for_status(
 def transport_error(exc: httpx.HTTPError) -> RetryableDeliveryError:
     """Timeouts and connection failures: the request may or may not have arrived."""
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport error"
-    return RetryableDeliveryError(f"{kind}: {type(exc).__name__}")
+    # A connection that never opened carried no request; anything later may have.
+    unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return RetryableDeliveryError(f"{kind}: {type(exc).__name__}", may_have_arrived=not unsent)
