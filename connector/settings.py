@@ -89,6 +89,9 @@ class KomboSettings(BaseModel):
     api_key_file: str | None = None
     region: Literal["eu", "us"] = "eu"
     base_url: str = ""
+    # Requests/s to each Kombo integration, per worker; 0 = the delivery-wide limit applies.
+    rate_limit_per_s: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=20, gt=0)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KomboSettings:
@@ -108,6 +111,9 @@ class ComeetSettings(BaseModel):
     token: SecretStr = SecretStr("")
     token_file: str | None = None
     base_url: str = "https://api.comeet.co"
+    # Requests/s to Comeet, per worker; 0 = the delivery-wide limit applies.
+    rate_limit_per_s: float = Field(default=0.0, ge=0)
+    rate_limit_burst: int = Field(default=20, gt=0)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> ComeetSettings:
