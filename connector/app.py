@@ -8,13 +8,20 @@ Decisions recorded here:
 * The agent runs one actor (``concurrency=1``, which keeps per-key order) and
   reads with ``noack()``: :class:`~connector.delivery.OrderedDispatcher`
   acknowledges each record itself, strictly in offset order per partition.
-* The table's keys are the raw record keys and it uses the partitioner, so its
-  changelog partition equals the input partition and the delivery jobs may
-  write delivered state outside the stream iteration. The RocksDB store picks
-  its per-partition database from Faust's *current event*: a delivery job is a
-  task created inside the stream iteration, so its context carries the event
-  that created it, and that event stays referenced (by its pending ack) until
-  the job has written its state.
+* The table is co-partitioned with its input *by construction*: it does not
+  use the partitioner (``use_partitioner=False``), so Faust writes each order's
+  changelog record to the partition of the event being processed, whatever
+  partitioner the producer used (Java clients hash keys with murmur2,
+  librdkafka clients with CRC32, and some pick partitions themselves). Both the
+  changelog partition and the RocksDB database come from Faust's *current
+  event*: a delivery job is a task created inside the stream iteration, so its
+  context carries the event that created it.
+* Fencing: a rebalance revokes every partition at once (eager protocol). The
+  dispatcher fences them synchronously when the rebalance starts
+  (:meth:`_FencedApp.on_rebalance_start`); Faust's "wait until the streams are
+  empty" step is replaced by ending the fenced jobs (:meth:`_FencedApp._consumer_wait_empty`):
+  waiting ones are cancelled unacknowledged, requests on the wire are awaited
+  up to the HTTP timeout. The group's rebalance timeout is set above that bound.
 * At-least-once with idempotence (never ``exactly_once``: it cannot cover HTTP
   side effects).
 * Faust's ``/table`` and ``/router`` web pages (and the debug pages) are off.
@@ -35,6 +42,7 @@ from connector.audit import AuditRecord, DeadLetter, SourceRef
 from connector.delivery import OrderedDispatcher
 from connector.http import build_http_client
 from connector.kafka_clients import ssl_context
+from connector.lifecycle import OrderState, decode_state, encode_state
 from connector.metrics import Metrics
 from connector.processor import Processor
 from connector.ratelimit import RateLimiter
@@ -92,6 +100,59 @@ class _KafkaSinks:
         self._metrics.observe_dead_letter(record)
 
 
+class OrderTable(faust.Table):
+    """The Faust table, keeping the future of its last changelog write."""
+
+    last_changelog: Any = None
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        # Faust's own on_key_set, minus discarding the future.
+        fut = self.send_changelog(self.partition_for_key(key), key, value)
+        self.last_changelog = fut
+        partition = fut.message.partition
+        assert partition is not None
+        self._maybe_set_key_ttl(key, partition)
+        self._sensor_on_set(self, key, value)
+
+
+class _TableStore:
+    """:class:`connector.processor.StateStore` on the Faust table."""
+
+    def __init__(self, table: OrderTable) -> None:
+        self._table = table
+
+    def get(self, key: bytes) -> OrderState | None:
+        return decode_state(self._table.get(key))
+
+    def put(self, key: bytes, state: OrderState) -> Any:
+        self._table[key] = encode_state(state)
+        return self._table.last_changelog
+
+
+class _FencedApp(faust.App):
+    """faust.App whose rebalances fence the connector's jobs instead of waiting for them."""
+
+    connector: ConnectorApp | None = None
+
+    def on_rebalance_start(self) -> None:
+        # Called synchronously, first, when partitions are revoked.
+        if self.connector is not None and self.connector.dispatcher is not None:
+            self.connector.dispatcher.revoke()
+        super().on_rebalance_start()
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        # Replaces "wait until every admitted record is acknowledged" (which waits for
+        # retries and backoffs, past the group's rebalance timeout): fenced jobs end
+        # now, unacknowledged; only requests on the wire are awaited, bounded.
+        connector = self.connector
+        if connector is not None and connector.dispatcher is not None:
+            connector.dispatcher.revoke()
+            await connector.dispatcher.drain_revoked(connector.settings.delivery.call_timeout_s)
+        # Faust tracks admitted messages until acked; fenced ones never will be.
+        consumer._unacked_messages.clear()
+        await consumer.commit()
+
+
 @dataclass
 class ConnectorApp:
     """The Faust app plus the worker-local runtime built on first use."""
@@ -118,17 +179,13 @@ class ConnectorApp:
             self.dispatcher = OrderedDispatcher(
                 settings.delivery.max_pending, settings.delivery.max_in_flight_bytes
             )
-            limiter = RateLimiter(
-                settings.delivery.rate_limit_per_s, settings.delivery.rate_limit_burst
-            )
             self.processor = Processor(
                 settings,
-                self.table,
+                _TableStore(self.table),
                 clients,
                 _KafkaSinks(self.audit, self.dead_letter, self.metrics),
                 self.dispatcher,
-                before_call=limiter.acquire,
-                on_rate_limited=limiter.on_rate_limited,
+                limiter=RateLimiter.from_settings(settings),
             )
             dispatcher = self.dispatcher
             consumer = self.app.consumer
@@ -140,7 +197,10 @@ class ConnectorApp:
 
     async def close(self) -> None:
         if self.dispatcher is not None:
-            await self.dispatcher.join()
+            # Shutdown is a revoke of everything: jobs not on the wire end now,
+            # unacknowledged; the partitions' next owner replays them.
+            self.dispatcher.revoke()
+            await self.dispatcher.drain_revoked(self.settings.delivery.call_timeout_s)
         if self.http is not None:
             await self.http.aclose()
 
@@ -149,12 +209,19 @@ def create_app(settings: Settings) -> ConnectorApp:
     t = settings.topics
     data_dir = (Path(settings.data_dir) / settings.worker_id).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = _FencedApp(
         settings.app_id,
         broker=_broker_url(settings),
         broker_credentials=_credentials(settings),
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_s,
+        # A revoke takes at most the HTTP call bound (requests on the wire are awaited,
+        # everything else is cancelled); the group must wait longer than that before it
+        # evicts a member that is still revoking.
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        # The consumer loop stops polling while the worker is at its admission bound;
+        # that lasts at most one retry deadline plus a call.
+        broker_max_poll_interval=settings.max_poll_interval_s,
         store=settings.store,
         datadir=str(data_dir),
         autodiscover=False,
@@ -172,7 +239,7 @@ def create_app(settings: Settings) -> ConnectorApp:
         producer_acks=-1,
         producer_max_request_size=settings.kafka.max_message_bytes * 3,
         consumer_max_fetch_size=settings.kafka.max_message_bytes * 3,
-        stream_wait_empty=True,
+        stream_wait_empty=False,  # replaced by fencing, see _FencedApp
         key_serializer="raw",
         value_serializer="raw",
         logging_config=None,
@@ -186,16 +253,22 @@ def create_app(settings: Settings) -> ConnectorApp:
     dead_letter = app.topic(
         t.dead_letter, key_type=bytes, value_type=bytes, partitions=t.partitions
     )
-    table = app.Table(
-        "orders",
-        key_type=bytes,
-        default=None,
-        partitions=t.partitions,
-        use_partitioner=True,
-        help="Per-order lifecycle state (accepted and delivered event ids).",
-        options=_store_options(settings),
+    table = app.tables.add(
+        OrderTable(
+            app,
+            name="orders",
+            key_type=bytes,
+            value_type=bytes,
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=t.partitions,
+            use_partitioner=False,  # co-partitioned with the events, see the module doc
+            help="Per-order lifecycle state (what the vendor has or may have).",
+            options=_store_options(settings),
+        )
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, table)
+    app.connector = connector
 
     @app.agent(events, name="deliver", concurrency=1)
     async def deliver_events(stream: faust.StreamT) -> None:

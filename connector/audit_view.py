@@ -135,8 +135,11 @@ async def replay_dead_letters(
     """Publish the originals of the selected dead letters to the events topic again.
 
     The original key and bytes are published unchanged, so the event keeps its
-    id: the lifecycle guard recognises an accepted-but-undelivered final event
-    and delivers it, and a delivered one is reported as a duplicate.
+    id: the lifecycle guard recognises a tried-but-undelivered event and
+    delivers it unless a newer event of its order superseded it, and a
+    delivered one is reported as a duplicate. Each goes back to the partition
+    it came from: the order's state lives there, whatever partitioner the
+    original producer used.
     """
     letters: list[DeadLetter] = []
     async for _, document in read_topic(settings, settings.topics.dead_letter, follow=False):
@@ -150,7 +153,8 @@ async def replay_dead_letters(
     try:
         for n, letter in enumerate(letters, 1):
             key, value = letter.original()
-            await writer.send_and_wait(settings.topics.events, value, key=key)
+            partition = letter.source.partition if letter.source is not None else None
+            await writer.send_and_wait(settings.topics.events, value, key=key, partition=partition)
             if progress is not None:
                 progress(n, letter)
     finally:

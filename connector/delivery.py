@@ -29,7 +29,8 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 from connector.errors import (
@@ -37,6 +38,7 @@ from connector.errors import (
     PermanentDeliveryError,
     RateLimitedError,
     RetryableDeliveryError,
+    RevokedError,
 )
 from connector.settings import DeliverySettings
 from connector.vendors.base import CallResult, VendorClient, VendorRequest
@@ -44,6 +46,7 @@ from connector.vendors.base import CallResult, VendorClient, VendorRequest
 __all__ = [
     "AttemptReport",
     "DeliveryOutcome",
+    "Lease",
     "OrderedDispatcher",
     "RetryPolicy",
     "deliver",
@@ -93,6 +96,7 @@ class DeliveryOutcome:
     result: CallResult | None
     error: DeliveryError | None
     exhausted: bool  # retryable errors until the attempt or time budget ran out
+    may_have_arrived: bool = False  # some failed attempt may have reached the vendor
 
 
 async def deliver(
@@ -102,47 +106,68 @@ async def deliver(
     *,
     on_attempt: Callable[[AttemptReport], Awaitable[None]] | None = None,
     http_slots: asyncio.Semaphore | None = None,
-    before_call: Callable[[VendorRequest], Awaitable[None]] | None = None,
+    before_attempt: Callable[[float], Awaitable[bool]] | None = None,
+    on_wire: Callable[[], AbstractContextManager[None]] | None = None,
     on_rate_limited: Callable[[VendorRequest], None] | None = None,
 ) -> DeliveryOutcome:
-    """Send with retries. Never raises a DeliveryError: returns the outcome."""
+    """Send with retries. Never raises a DeliveryError: returns the outcome.
+
+    ``before_attempt(deadline)`` runs before every attempt (the caller re-checks
+    its right to send and waits for its rate limit there); ``False`` means no
+    attempt can start before the monotonic ``deadline``, which ends the retries.
+    ``on_wire`` wraps the call itself, so that a revoke knows which jobs have a
+    request on the wire. Whatever else the client raises is a bug translated
+    into a permanent error that may have arrived (the guard stays careful).
+    """
     started = time.monotonic()
+    deadline = started + policy.deadline_s
     attempt = 0
+    last_error: DeliveryError | None = None
+    maybe = False
     while True:
+        if before_attempt is not None and not await before_attempt(deadline):
+            gave_up = last_error or RetryableDeliveryError(
+                "rate limit: no request slot before the retry deadline", may_have_arrived=False
+            )
+            return DeliveryOutcome(False, attempt, None, gave_up, True, maybe)
         attempt += 1
-        if before_call is not None:
-            await before_call(request)
         t0 = time.perf_counter()
         error: DeliveryError | None = None
         result: CallResult | None = None
         try:
-            if http_slots is not None:
-                async with http_slots:
+            with on_wire() if on_wire is not None else nullcontext():
+                if http_slots is not None:
+                    async with http_slots:
+                        result = await client.send(request)
+                else:
                     result = await client.send(request)
-            else:
-                result = await client.send(request)
         except DeliveryError as exc:
             error = exc
+        except Exception as exc:  # a client bug: never how an event ends unexplained
+            logger.exception("vendor client raised outside the error hierarchy")
+            error = PermanentDeliveryError(
+                f"internal error in the {request.vendor} client: {type(exc).__name__}",
+                may_have_arrived=True,
+            )
         latency_ms = (time.perf_counter() - t0) * 1000
         if error is None:
             if on_attempt is not None:
                 await on_attempt(AttemptReport(attempt, latency_ms, result, None, False))
             return DeliveryOutcome(True, attempt, result, None, False)
+        last_error = error
+        maybe = maybe or error.may_have_arrived
         retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
         if isinstance(error, RateLimitedError) and on_rate_limited is not None:
             on_rate_limited(request)
         delay = policy.backoff(attempt, retry_after)
         retryable = isinstance(error, RetryableDeliveryError)
-        in_budget = (
-            attempt < policy.max_attempts
-            and time.monotonic() - started + delay <= policy.deadline_s
-        )
+        in_budget = attempt < policy.max_attempts and time.monotonic() + delay <= deadline
         will_retry = retryable and in_budget
         if on_attempt is not None:
             await on_attempt(AttemptReport(attempt, latency_ms, None, error, will_retry))
         if not will_retry:
             exhausted = not isinstance(error, PermanentDeliveryError)
-            return DeliveryOutcome(False, attempt, None, error, exhausted)
+            return DeliveryOutcome(False, attempt, None, error, exhausted, maybe)
         await asyncio.sleep(delay)
 
 
@@ -154,6 +179,49 @@ class _Entry:
     done: bool = False
 
 
+class Lease:
+    """A job's right to act for its partition, lost when the partition is revoked.
+
+    One lease per partition *incarnation*: from an assignment to its revocation.
+    After a revoke a job of the old incarnation must not send, write state, write
+    audit records or acknowledge: the partition's next owner replays its records
+    from the committed offset.
+    """
+
+    __slots__ = ("_entries", "_tails", "_tasks", "_wire", "partition", "revoked")
+
+    def __init__(self, partition: Hashable) -> None:
+        self.partition = partition
+        self.revoked = False
+        self._entries: deque[_Entry] = deque()
+        self._tails: dict[Hashable, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wire: set[asyncio.Task[None]] = set()
+
+    @property
+    def valid(self) -> bool:
+        return not self.revoked
+
+    def check(self) -> None:
+        """Raise :class:`RevokedError` once the partition is revoked."""
+        if self.revoked:
+            raise RevokedError(f"partition {self.partition} was revoked")
+
+    @contextmanager
+    def on_wire(self) -> Iterator[None]:
+        """Mark the current job as having a request on the wire (a revoke waits for it)."""
+        self.check()
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._wire.add(task)
+        try:
+            yield
+        finally:
+            self._wire.discard(task)
+
+
 class OrderedDispatcher:
     """Concurrent across keys, serial per key, acknowledged in offset order per partition."""
 
@@ -162,9 +230,9 @@ class OrderedDispatcher:
         # Bytes of admitted records: a few huge records cannot exhaust memory either.
         self._max_bytes = max_pending_bytes
         self._bytes = 0
-        self._bytes_freed = asyncio.Condition()
-        self._tails: dict[Hashable, asyncio.Task[None]] = {}
-        self._partitions: dict[Hashable, deque[_Entry]] = {}
+        self._bytes_freed = asyncio.Event()
+        self._leases: dict[Hashable, Lease] = {}
+        self._revoked: list[Lease] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -179,6 +247,13 @@ class OrderedDispatcher:
     def saturated(self) -> bool:
         return self._slots.locked()
 
+    def lease(self, partition: Hashable) -> Lease:
+        """The partition's current lease (a new one after a revoke)."""
+        lease = self._leases.get(partition)
+        if lease is None:
+            lease = self._leases[partition] = Lease(partition)
+        return lease
+
     async def submit(
         self,
         partition: Hashable,
@@ -187,31 +262,51 @@ class OrderedDispatcher:
         job: Callable[[], Awaitable[None]],
         ack: Callable[[], None],
         size: int = 0,
-    ) -> None:
+        *,
+        lease: Lease | None = None,
+    ) -> bool:
         """Admit one record (waits while ``max_pending`` records, or their bytes, are in flight).
 
-        ``job`` must not raise; ``ack`` runs once the job and every earlier
-        record of the same partition are done. ``key=None`` means no ordering
-        constraint (the record belongs to no order, e.g. an unparseable one).
+        ``ack`` runs once the job and every earlier record of the same partition
+        are done. A job ends *done* by returning; raising (or being cancelled)
+        leaves its record unacknowledged, and so does a revoke. ``key=None``
+        means no ordering constraint (the record belongs to no order).
+        ``lease``: the incarnation the record was read in; when it was revoked
+        while this call waited for room, the record is dropped unacknowledged
+        (returns False) -- its partition's next owner reads it again.
         """
+        lease = lease or self.lease(partition)
         await self._slots.acquire()
-        async with self._bytes_freed:
+        try:
             # One record larger than the budget is still admitted, alone.
-            await self._bytes_freed.wait_for(
-                lambda: self._bytes == 0 or self._bytes + size <= self._max_bytes
-            )
-            self._bytes += size
+            while self._bytes and self._bytes + size > self._max_bytes:
+                self._bytes_freed.clear()
+                await self._bytes_freed.wait()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._bytes += size
+        if lease.revoked:
+            self._release(size)
+            return False
         entry = _Entry(offset, ack, size)
-        self._partitions.setdefault(partition, deque()).append(entry)
-        previous = self._tails.get(key) if key is not None else None
-        task = asyncio.create_task(self._run(partition, key, previous, job, entry))
+        lease._entries.append(entry)
+        previous = lease._tails.get(key) if key is not None else None
+        task = asyncio.create_task(self._run(lease, key, previous, job, entry))
         self._tasks.add(task)
+        lease._tasks.add(task)
         if key is not None:
-            self._tails[key] = task
+            lease._tails[key] = task
+        return True
+
+    def _release(self, size: int) -> None:
+        self._slots.release()
+        self._bytes -= size
+        self._bytes_freed.set()
 
     async def _run(
         self,
-        partition: Hashable,
+        lease: Lease,
         key: Hashable | None,
         previous: asyncio.Task[None] | None,
         job: Callable[[], Awaitable[None]],
@@ -221,30 +316,79 @@ class OrderedDispatcher:
             if previous is not None:
                 # The predecessor never raises; wait() also survives its cancellation.
                 await asyncio.wait([previous])
+            lease.check()
             await job()
-        except Exception:  # a job must not raise; keep the dispatcher alive if one does
-            logger.exception("delivery job raised; the record is acknowledged as handled")
-        finally:
             entry.done = True
+        except RevokedError:
+            pass  # left unacknowledged for the partition's next owner
+        except Exception:
+            # Jobs end every record with an audited outcome themselves; a job that
+            # raises is a bug. Its record is not acknowledged, which stops the
+            # partition's committed offset here: after a restart it is read again.
+            logger.exception("delivery job raised; offset %s stays unacknowledged", entry.offset)
+        finally:
             current = asyncio.current_task()
-            if key is not None and self._tails.get(key) is current:
-                del self._tails[key]
+            if key is not None and lease._tails.get(key) is current:
+                del lease._tails[key]
             if current is not None:
                 self._tasks.discard(current)
-            self._slots.release()
-            self._drain(partition)
-            async with self._bytes_freed:
-                self._bytes -= entry.size
-                self._bytes_freed.notify_all()
+                lease._tasks.discard(current)
+            if not lease.revoked:
+                self._drain(lease)
+            self._release(entry.size)
 
-    def _drain(self, partition: Hashable) -> None:
-        queue = self._partitions.get(partition)
+    @staticmethod
+    def _drain(lease: Lease) -> None:
+        queue = lease._entries
         while queue and queue[0].done:
             queue.popleft().ack()
-        if queue is not None and not queue:
-            del self._partitions[partition]
+
+    def revoke(self, partitions: Iterable[Hashable] | None = None) -> list[Lease]:
+        """Fence partitions (all when ``None``) at once; synchronous, so call it first.
+
+        From here on their jobs cannot send a new request, write or acknowledge;
+        :meth:`drain_revoked` then ends them.
+        """
+        chosen = list(self._leases) if partitions is None else list(partitions)
+        fenced = []
+        for partition in chosen:
+            lease = self._leases.pop(partition, None)
+            if lease is not None:
+                lease.revoked = True
+                fenced.append(lease)
+        self._revoked.extend(fenced)
+        return fenced
+
+    async def drain_revoked(self, wire_timeout: float) -> None:
+        """End the revoked partitions' jobs, leaving their records unacknowledged.
+
+        Jobs waiting (for a retry, a rate limit, their order's earlier event, or
+        a sink) are cancelled at once. Jobs with a request on the wire are
+        awaited up to ``wire_timeout`` (the HTTP timeout): cancelling them would
+        not stop a request the vendor already received, and the next owner must
+        not send a newer event of that order before this one has landed.
+        """
+        leases, self._revoked = self._revoked, []
+        on_wire = {task for lease in leases for task in lease._wire}
+        for lease in leases:
+            for task in lease._tasks - on_wire:
+                task.cancel()
+        if on_wire:
+            started = time.monotonic()
+            _, late = await asyncio.wait(on_wire, timeout=wire_timeout)
+            logger.info(
+                "revoke: waited %.2f s for %d request(s) on the wire, %d cancelled",
+                time.monotonic() - started,
+                len(on_wire),
+                len(late),
+            )
+        remaining = {task for lease in leases for task in lease._tasks}
+        for task in remaining:
+            task.cancel()
+        if remaining:
+            await asyncio.wait(remaining)
 
     async def join(self) -> None:
-        """Wait until every admitted record is done (used at shutdown and in tests)."""
+        """Wait until every admitted record is done (tests)."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))

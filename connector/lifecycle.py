@@ -1,55 +1,58 @@
-"""Per-order lifecycle rules, as pure functions on plain models.
+"""Per-order lifecycle rules, as pure functions on a small immutable state.
 
-An order is OPEN until it is COMPLETED or CANCELLED (OPEN is implicit for an
-order never seen). Both vendors accept a result sent again, so a final order
-takes *content updates with the same final status*; it never reopens and never
-flips to the other final state. Progress is only meaningful while OPEN.
+The one rule: **the vendor only ever moves forward.** An order is OPEN until
+it is COMPLETED or CANCELLED; a final order takes content updates with the
+same final status (both vendors accept a result sent again) but never reopens
+and never flips to the other final status. And one order's events reach the
+vendor in the order they sit in Kafka: an event older than one the vendor
+*may* already have is never sent.
 
-Two sets of event ids are kept apart:
+Every decision is made at send time, against what the vendor may have:
 
-* ``accepted``: events the guard let through (the order's status follows them);
-* ``delivered``: events the vendor confirmed.
+* ``confirmed`` is the newest event the vendor acknowledged, and ``status``
+  the status it confirmed;
+* ``pending`` is a send that *may* have reached the vendor but is not
+  confirmed: recorded (durably, by the caller) before the call, so that a
+  worker killed at any instant leaves a trace of what may be at the vendor.
+  A definite refusal (the vendor answered with an error) clears it; an
+  ambiguous failure (a timeout, a dropped connection) keeps it, because the
+  request may have been applied.
 
-An event id in ``delivered`` is a duplicate and is not sent again. An id that
-is accepted but not delivered (its delivery failed, or the worker crashed
-before it finished) is *not* a duplicate: replaying it must deliver it, so the
-guard recognises its own undelivered event instead of judging it again against
-a status that later events set. After a crash the topic is replayed from the
-last committed offset: an ``order.opened`` accepted before the order's
-``order.completed`` comes back after the table already says COMPLETED, and it
-must still go out, first, ahead of the completion it preceded. Only when the
-vendor has already confirmed a final status (``delivered_status``) is such an
-interim event stale: the vendor would refuse it, so it is rejected as
-superseded. Both id sets are bounded (oldest forgotten first); an id forgotten
-is judged by the status rules alone.
+An event's age is its *sequence*: the partition offset at which this order
+first tried to send it. A copy of the same event published again (a producer
+retry, an outbox re-publish, ``connector dlq replay``) keeps its first
+sequence, so it stays as old as it was. Kombo's result ``PUT`` and Comeet's
+status ``POST`` carry the whole current state, so after a crash only the
+newest event needs to go out again; older ones are *superseded*.
 
-The module has no I/O: :func:`decide` and :func:`mark_delivered` return new
-states and the caller persists them.
+Event ids are remembered per order, bounded (oldest forgotten first). An id
+forgotten is new again: it is judged by the status rules alone.
+
+No I/O here: :func:`judge` decides, :func:`begin`, :func:`confirm` and
+:func:`abandon` return new states, and the caller persists them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from connector.events import (
-    Event,
-    EventType,
-    OrderCancelled,
-    OrderCompleted,
-    PackagesSet,
-)
+from connector.events import Event, EventType, OrderCancelled, OrderCompleted, PackagesSet
 
 __all__ = [
     "Decision",
+    "Mark",
     "OrderState",
     "OrderStatus",
     "Verdict",
-    "decide",
-    "is_delivered",
-    "mark_delivered",
+    "abandon",
+    "begin",
+    "confirm",
+    "decode_state",
+    "encode_state",
+    "judge",
     "status_after",
 ]
 
@@ -64,21 +67,66 @@ class OrderStatus(StrEnum):
         return self is not OrderStatus.OPEN
 
 
-class OrderState(BaseModel):
-    """What the table holds per order key (JSON in the changelog)."""
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """One event as far as the vendor is concerned: its id, its age and its status."""
 
-    model_config = ConfigDict(frozen=True)
+    event_id: str
+    seq: int
+    status: OrderStatus | None  # None: outside the lifecycle (a package list)
 
-    status: OrderStatus = OrderStatus.OPEN
-    accepted: tuple[str, ...] = Field(default=())
-    delivered: tuple[str, ...] = Field(default=())
-    final_event_id: str | None = None
-    # The status the vendor has confirmed (set by delivered final events).
-    delivered_status: OrderStatus = OrderStatus.OPEN
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """What the table holds per order key."""
+
+    status: OrderStatus = OrderStatus.OPEN  # confirmed by the vendor
+    confirmed: Mark | None = None
+    pending: Mark | None = None
+    # An earlier send of the pending event may have arrived (it timed out, or the
+    # worker died during it): a later definite refusal of a resend proves nothing.
+    uncertain: bool = False
+    # An older send whose fate is unknown, kept when a newer one starts: the vendor
+    # may still have it, so it still blocks older events and status changes.
+    maybe: Mark | None = None
+    # (event id, first sequence, delivered) for the most recent ids, oldest first.
+    ids: tuple[tuple[str, int, bool], ...] = ()
+
+    def seq_of(self, event_id: str) -> int | None:
+        for known, seq, _ in self.ids:
+            if known == event_id:
+                return seq
+        return None
+
+    def delivered(self, event_id: str) -> bool:
+        return any(known == event_id and done for known, _, done in self.ids)
+
+    @property
+    def newest(self) -> Mark | None:
+        """The newest event the vendor has or may have."""
+        marks = [m for m in (self.pending, self.maybe, self.confirmed) if m is not None]
+        return max(marks, key=lambda m: m.seq) if marks else None
+
+    def possible_status(self, exclude: str | None = None) -> tuple[OrderStatus, Mark | None]:
+        """The most advanced status the vendor may have, and the unconfirmed send behind it.
+
+        An unconfirmed final send counts: statuses only move forward, so if it did
+        arrive the vendor is final. ``exclude`` skips a pending send of that event.
+        """
+        if not self.status.is_final:
+            for mark in (self.pending, self.maybe):
+                if (
+                    mark is not None
+                    and mark.event_id != exclude
+                    and mark.status is not None
+                    and mark.status.is_final
+                ):
+                    return mark.status, mark
+        return self.status, None
 
 
 class Verdict(StrEnum):
-    ACCEPTED = "accepted"
+    SEND = "send"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
 
@@ -86,9 +134,9 @@ class Verdict(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
-    state: OrderState
+    mark: Mark  # the event being judged, with its sequence
     reason: str = ""
-    redelivery: bool = False  # accepted before, never confirmed delivered
+    resend: bool = False  # tried before, never confirmed: the same content goes again
 
 
 def status_after(event: Event) -> OrderStatus | None:
@@ -102,67 +150,169 @@ def status_after(event: Event) -> OrderStatus | None:
     return OrderStatus.OPEN
 
 
-def _remember(ids: tuple[str, ...], event_id: str, limit: int) -> tuple[str, ...]:
-    if event_id in ids:
-        return ids
-    return (*ids, event_id)[-limit:]
-
-
-def _transition_error(current: OrderStatus, event: Event, wanted: OrderStatus) -> str | None:
-    if not current.is_final or current is wanted:
-        return None
-    if wanted is OrderStatus.OPEN:
-        verb = "report progress on" if event.type is EventType.PROGRESS else "reopen"
-        return f"order is {current}: cannot {verb} a final order"
-    return f"order is {current}: cannot change a final order to {wanted}"
-
-
-def decide(state: OrderState | None, event: Event, *, id_limit: int = 64) -> Decision:
-    """Judge one event against the order's state. Pure; never raises."""
-    state = state or OrderState()
-    if event.event_id in state.delivered:
-        return Decision(Verdict.DUPLICATE, state, "event id already delivered")
-    redelivery = event.event_id in state.accepted
-    wanted = status_after(event)
-    if redelivery:
-        confirmed = state.delivered_status
-        if wanted is not None and confirmed.is_final and wanted is not confirmed:
-            reason = f"superseded: the vendor already has the order as {confirmed}"
-            return Decision(Verdict.REJECTED, state, reason, redelivery=True)
-        # Accepted before: its transition was judged then; the status stays as it is.
-        return Decision(Verdict.ACCEPTED, state, redelivery=True)
-    if wanted is not None:
-        error = _transition_error(state.status, event, wanted)
-        if error is not None:
-            return Decision(Verdict.REJECTED, state, error, redelivery=redelivery)
-    new_state = state.model_copy(
-        update={
-            "status": wanted or state.status,
-            "accepted": _remember(state.accepted, event.event_id, id_limit),
-            "final_event_id": (
-                event.event_id
-                if wanted is not None and wanted.is_final and not state.status.is_final
-                else state.final_event_id
-            ),
-        }
-    )
-    return Decision(Verdict.ACCEPTED, new_state, redelivery=redelivery)
-
-
-def is_delivered(state: OrderState | None, event_id: str) -> bool:
-    return state is not None and event_id in state.delivered
-
-
-def mark_delivered(
+def judge(
     state: OrderState | None,
     event_id: str,
-    *,
-    status: OrderStatus | None = None,
-    id_limit: int = 64,
-) -> OrderState:
-    """Record the vendor's confirmation of one event (``status``: the status it carried)."""
+    offset: int,
+    wanted: OrderStatus | None,
+    event_type: str = "",
+) -> Decision:
+    """Decide whether one event may be sent now. Pure; never raises.
+
+    ``offset`` is the record's offset: the event's sequence unless the order
+    saw this event id before.
+    """
     state = state or OrderState()
-    update: dict[str, object] = {"delivered": _remember(state.delivered, event_id, id_limit)}
-    if status is not None and status.is_final:
-        update["delivered_status"] = status
-    return state.model_copy(update=update)
+    first = state.seq_of(event_id)
+    mark = Mark(event_id, offset if first is None else first, wanted)
+    confirmed, pending = state.confirmed, state.pending
+    if state.delivered(event_id) or (confirmed is not None and confirmed.event_id == event_id):
+        return Decision(Verdict.DUPLICATE, mark, "event id already delivered")
+    newest = state.newest
+    if newest is not None and newest.event_id != event_id and newest.seq > mark.seq:
+        how = "already has" if newest is confirmed else "may already have"
+        reason = f"superseded: the vendor {how} the newer event {newest.event_id}"
+        return Decision(Verdict.REJECTED, mark, reason)
+    resend = first is not None  # tried before, never confirmed
+    if wanted is not None:
+        possible, unconfirmed = state.possible_status(exclude=event_id)
+        if possible.is_final and wanted is not possible:
+            where = (
+                f"may be {possible} at the vendor (unconfirmed send of event "
+                f"{unconfirmed.event_id})"
+                if unconfirmed is not None
+                else f"is {possible} at the vendor"
+            )
+            if wanted is OrderStatus.OPEN:
+                verb = "report progress on" if event_type == EventType.PROGRESS else "reopen"
+                return Decision(
+                    Verdict.REJECTED, mark, f"order {where}: cannot {verb} a final order"
+                )
+            return Decision(
+                Verdict.REJECTED, mark, f"order {where}: cannot change a final order to {wanted}"
+            )
+    return Decision(Verdict.SEND, mark, resend=resend)
+
+
+def _remember(
+    ids: tuple[tuple[str, int, bool], ...], mark: Mark, delivered: bool, limit: int
+) -> tuple[tuple[str, int, bool], ...]:
+    kept = tuple(entry for entry in ids if entry[0] != mark.event_id)
+    return (*kept, (mark.event_id, mark.seq, delivered))[-limit:]
+
+
+def begin(state: OrderState | None, mark: Mark, *, id_limit: int = 64) -> OrderState:
+    """Record the intent to send ``mark``: from now on the vendor may have it."""
+    state = state or OrderState()
+    # A pending send found here has an unknown fate (a timeout, or a worker that
+    # died during it). The same event: its resend inherits the doubt. Another,
+    # older one: the vendor may still have it.
+    previous = state.pending
+    again = previous is not None and previous.event_id == mark.event_id
+    maybe = state.maybe
+    if previous is not None and not again and (maybe is None or previous.seq > maybe.seq):
+        maybe = previous
+    return replace(
+        state,
+        pending=mark,
+        uncertain=again,
+        maybe=maybe,
+        ids=_remember(state.ids, mark, False, id_limit),
+    )
+
+
+def confirm(state: OrderState | None, mark: Mark, *, id_limit: int = 64) -> OrderState:
+    """The vendor acknowledged ``mark``."""
+    state = state or OrderState()
+    # One order sends one event at a time, so a pending mark is this one's; an older
+    # send of unknown fate no longer matters once a newer one is confirmed.
+    return OrderState(
+        status=mark.status if mark.status is not None else state.status,
+        confirmed=mark,
+        pending=None,
+        maybe=None,
+        ids=_remember(state.ids, mark, True, id_limit),
+    )
+
+
+def abandon(state: OrderState | None, mark: Mark, *, may_have_arrived: bool) -> OrderState:
+    """A send of ``mark`` failed for good.
+
+    When the vendor answered every attempt with an error the request did not
+    apply: the pending mark goes, and the order's status stays what the vendor
+    confirmed, so later legitimate events are judged against that. When any
+    attempt may have arrived (a timeout, a dropped connection, an earlier send
+    whose fate a crash hid) the mark stays.
+    """
+    state = state or OrderState()
+    if state.pending is None or state.pending.event_id != mark.event_id:
+        return state
+    if may_have_arrived or state.uncertain:
+        return replace(state, uncertain=True)
+    return replace(state, pending=None, uncertain=False)
+
+
+# -- encoding -------------------------------------------------------------------------------
+# A compact JSON document; decoding also reads the first version's pydantic layout.
+
+
+def _mark_json(mark: Mark | None) -> list[Any] | None:
+    if mark is None:
+        return None
+    return [mark.event_id, mark.seq, mark.status.value if mark.status else None]
+
+
+def _mark(raw: Any) -> Mark | None:
+    if not raw:
+        return None
+    event_id, seq, status = raw
+    return Mark(str(event_id), int(seq), OrderStatus(status) if status else None)
+
+
+def encode_state(state: OrderState) -> bytes:
+    doc = {
+        "v": 2,
+        "s": state.status.value,
+        "c": _mark_json(state.confirmed),
+        "p": _mark_json(state.pending),
+        "u": 1 if state.uncertain else 0,
+        "m": _mark_json(state.maybe),
+        "i": [[event_id, seq, 1 if done else 0] for event_id, seq, done in state.ids],
+    }
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_state(raw: bytes | str | dict[str, Any] | None) -> OrderState | None:
+    if raw is None:
+        return None
+    doc = raw if isinstance(raw, dict) else json.loads(raw)
+    if doc.get("v") == 2:
+        return OrderState(
+            status=OrderStatus(doc["s"]),
+            confirmed=_mark(doc.get("c")),
+            pending=_mark(doc.get("p")),
+            uncertain=bool(doc.get("u")),
+            maybe=_mark(doc.get("m")),
+            ids=tuple((str(i), int(s), bool(d)) for i, s, d in doc.get("i", ())),
+        )
+    return _decode_v1(doc)
+
+
+def _decode_v1(doc: dict[str, Any]) -> OrderState:
+    """The first version kept accepted and delivered ids and the confirmed final status.
+
+    Its ids carry no sequence; they are kept as the oldest (-1) so that any
+    event newer than them is judged by the status rules. An accepted status
+    beyond the confirmed one was an unconfirmed send: it stays possible.
+    """
+    confirmed_status = OrderStatus(doc.get("delivered_status", "OPEN"))
+    accepted_status = OrderStatus(doc.get("status", "OPEN"))
+    delivered = set(doc.get("delivered", ()))
+    known = dict.fromkeys([*doc.get("accepted", ()), *doc.get("delivered", ())])
+    ids = tuple((str(i), -1, i in delivered) for i in known)
+    pending = None
+    if accepted_status.is_final and accepted_status is not confirmed_status:
+        pending = Mark(doc.get("final_event_id") or "?", -1, accepted_status)
+    return OrderState(
+        status=confirmed_status, pending=pending, uncertain=pending is not None, ids=ids
+    )

@@ -144,6 +144,12 @@ class DeliverySettings(BaseModel):
     backoff_max_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=300.0, gt=0, description="total time per event")
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    @property
+    def call_timeout_s(self) -> float:
+        """How long one request may stay on the wire: connect plus read."""
+        return self.connect_timeout_s + self.read_timeout_s
+
     rate_limit_per_s: float = Field(default=0.0, ge=0, description="per target; 0 = off")
     rate_limit_burst: int = Field(default=20, gt=0)
 
@@ -185,6 +191,16 @@ class Settings(BaseSettings):
     recovery_stall_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
+
+    @property
+    def rebalance_timeout_s(self) -> float:
+        """The group's rebalance timeout: a revoke awaits calls on the wire, then margin."""
+        return max(60.0, self.delivery.call_timeout_s + 30.0)
+
+    @property
+    def max_poll_interval_s(self) -> float:
+        """The consumer stops polling at most one retry deadline plus a call (then margin)."""
+        return max(300.0, self.delivery.retry_deadline_s + self.delivery.call_timeout_s + 60.0)
 
     @model_validator(mode="after")
     def _conventional_kafka_env(self) -> Settings:

@@ -115,7 +115,7 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers(
     accepted = [
         r for r in audit if r["event_id"] == final["event_id"] and r["outcome"] == "accepted"
     ]
-    assert accepted[-1]["reason"] == "seen before, not yet confirmed delivered"
+    assert accepted[-1]["reason"] == "sent before, not confirmed: sending it again"
     assert sandboxes.kombo.recorded()[-1]["status_code"] == 200
     assert sandboxes.kombo.order("bullhorn:DOWN1", "k-down").status == "COMPLETED"
 

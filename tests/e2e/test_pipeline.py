@@ -100,7 +100,9 @@ async def test_guard_duplicates_and_dead_letters(
     assert bodies == [map_event(event_adapter.validate_python(completed)).body]
     assert not _comeet_entries(sandboxes, "c-y")
     rejected = next(r for r in audit if r["event_id"] == flip["event_id"] and r["terminal"])
-    assert rejected["reason"] == "order is COMPLETED: cannot change a final order to CANCELLED"
+    assert rejected["reason"] == (
+        "order is COMPLETED at the vendor: cannot change a final order to CANCELLED"
+    )
 
     letters = await deployment.read(deployment.dlq_topic, lambda rs: len(rs) >= 3)
     reasons = {letter["code"]: letter["reason"] for letter in letters}
