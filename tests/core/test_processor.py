@@ -1,0 +1,251 @@
+"""The per-record path without Kafka or HTTP: exceptions, sink failures, fencing, intent.
+
+Narrow unit tests with in-memory stand-ins for the table, the sinks and the
+vendor client; the same paths run over the real broker in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from connector.audit import AuditRecord, DeadLetter, SourceRef
+from connector.delivery import OrderedDispatcher
+from connector.errors import RetryableDeliveryError
+from connector.lifecycle import OrderState, OrderStatus, decode_state, encode_state
+from connector.processor import Processor
+from connector.settings import Settings
+from connector.vendors.base import CallResult, VendorRequest
+from tests.factories import make_event, record, target
+
+
+class Store:
+    """A dict; ``put`` returns a future that ``durable`` resolves (the changelog ack)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.writes: list[tuple[bytes, OrderState]] = []
+        self.hold = False
+        self.held: list[asyncio.Future[None]] = []
+
+    def get(self, key: bytes) -> OrderState | None:
+        return decode_state(self.data.get(key))
+
+    def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
+        self.data[key] = encode_state(state)
+        self.writes.append((key, state))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.hold:
+            self.held.append(fut)
+        else:
+            fut.set_result(None)
+        return fut
+
+
+class Sinks:
+    def __init__(self) -> None:
+        self.audits: list[AuditRecord] = []
+        self.letters: list[DeadLetter] = []
+        self.fail_audits = 0
+
+    async def audit(self, rec: AuditRecord) -> None:
+        if self.fail_audits:
+            self.fail_audits -= 1
+            raise RuntimeError("broker said no")
+        self.audits.append(rec)
+
+    async def dead_letter(self, rec: DeadLetter, key: bytes | None) -> None:
+        self.letters.append(rec)
+
+    def terminal(self) -> list[AuditRecord]:
+        return [r for r in self.audits if r.terminal]
+
+
+class Client:
+    vendor = "comeet"
+
+    def __init__(self, behaviour: Callable[[VendorRequest], Awaitable[CallResult]]) -> None:
+        self.behaviour = behaviour
+        self.calls: list[VendorRequest] = []
+
+    async def send(self, request: VendorRequest) -> CallResult:
+        self.calls.append(request)
+        return await self.behaviour(request)
+
+
+async def ok(_: VendorRequest) -> CallResult:
+    return CallResult(204)
+
+
+def build(
+    behaviour: Callable[[VendorRequest], Awaitable[CallResult]] = ok,
+) -> tuple[Processor, Store, Sinks, Client, OrderedDispatcher]:
+    settings = Settings(
+        worker_id="w-test",
+        delivery={"backoff_initial_s": 0.01, "backoff_max_s": 0.02, "max_attempts": 3},
+    )
+    store, sinks, client = Store(), Sinks(), Client(behaviour)
+    dispatcher = OrderedDispatcher(100)
+    processor = Processor(settings, store, {"comeet": client, "kombo": client}, sinks, dispatcher)
+    return processor, store, sinks, client, dispatcher
+
+
+async def feed(
+    processor: Processor, events: list[dict[str, Any]], acked: list[int], partition: int = 0
+) -> None:
+    for offset, event in enumerate(events):
+        key, value = record(event)
+        await processor.handle(
+            SourceRef(topic="events", partition=partition, offset=offset),
+            key,
+            value,
+            lambda o=offset: acked.append(o),
+        )
+
+
+async def test_an_exception_in_the_client_ends_as_a_dead_letter_not_an_ack() -> None:
+    async def boom(_: VendorRequest) -> CallResult:
+        "x".encode("ascii")
+        raise UnicodeEncodeError("ascii", "ü", 0, 1, "ordinal not in range")
+
+    processor, store, sinks, client, dispatcher = build(boom)
+    acked: list[int] = []
+    event = make_event("opened", target("comeet"))
+    await feed(processor, [event], acked)
+    await dispatcher.join()
+    assert acked == [0]
+    assert [r.outcome for r in sinks.terminal()] == ["dead_lettered"]
+    assert len(sinks.letters) == 1 and "internal error" in sinks.letters[0].reason
+    # The call may have gone out half-way: the guard keeps it as possibly at the vendor.
+    state = store.get(next(iter(store.data)))
+    assert state is not None and state.pending is not None
+
+
+async def test_an_exception_anywhere_in_a_job_is_dead_lettered() -> None:
+    processor, store, sinks, _, dispatcher = build()
+
+    def broken(key: bytes) -> OrderState | None:
+        raise KeyError("a bug")
+
+    store.get = broken  # type: ignore[method-assign]
+    acked: list[int] = []
+    await feed(processor, [make_event("opened", target("comeet"))], acked)
+    await dispatcher.join()
+    assert acked == [0]
+    assert [r.outcome for r in sinks.terminal()] == ["dead_lettered"]
+    assert sinks.letters[0].code == "internal"
+
+
+async def test_a_failing_audit_sink_holds_the_ack_until_it_works() -> None:
+    processor, _, sinks, _, dispatcher = build()
+    sinks.fail_audits = 3
+    acked: list[int] = []
+    events = [make_event("opened", target("comeet")), make_event("opened", target("comeet"))]
+    await feed(processor, events, acked)
+    await asyncio.sleep(0.05)
+    assert 0 not in acked  # not acknowledged while its records are not on the broker
+    await dispatcher.join()
+    assert acked == [0, 1]
+    assert len(sinks.terminal()) == 2
+
+
+async def test_a_sink_that_never_recovers_leaves_the_record_unacknowledged_on_revoke() -> None:
+    processor, _, sinks, _, dispatcher = build()
+    sinks.fail_audits = 10**9
+    acked: list[int] = []
+    await feed(processor, [make_event("opened", target("comeet"))], acked)
+    await asyncio.sleep(0.3)
+    dispatcher.revoke()
+    await dispatcher.drain_revoked(1.0)
+    assert acked == []
+    assert dispatcher.pending == 0
+
+
+async def test_the_intent_is_durable_before_the_call() -> None:
+    processor, store, _, client, dispatcher = build()
+    store.hold = True
+    acked: list[int] = []
+    await feed(processor, [make_event("completed", target("comeet"))], acked)
+    await asyncio.sleep(0.05)
+    assert client.calls == []  # the changelog has not confirmed the intent yet
+    (key, intent), *_ = store.writes
+    assert intent.pending is not None and intent.pending.status is OrderStatus.COMPLETED
+    store.hold = False
+    for fut in store.held:
+        fut.set_result(None)
+    await dispatcher.join()
+    assert len(client.calls) == 1 and acked == [0]
+    final = store.get(key)
+    assert final is not None and final.status is OrderStatus.COMPLETED and final.pending is None
+
+
+async def test_revoke_cancels_waiting_jobs_and_awaits_calls_on_the_wire() -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow_or_failing(request: VendorRequest) -> CallResult:
+        if request.params.get("evaluation_id") == "on-wire":
+            started.set()
+            await release.wait()
+            return CallResult(204)
+        raise RetryableDeliveryError("503", http_status=503)
+
+    processor, store, sinks, client, dispatcher = build(slow_or_failing)
+    processor._policy = processor._policy.__class__(max_attempts=100, initial_s=0.05, max_s=0.05)
+    acked: list[int] = []
+    wire = make_event("opened", target("comeet", order="on-wire"))
+    retrying = make_event("opened", target("comeet", order="retrying"))
+    behind = make_event("progress", target("comeet", order="retrying"))
+    await feed(processor, [wire, retrying, behind], acked)
+    await started.wait()
+    await asyncio.sleep(0.1)
+    calls_before = len(client.calls)
+    audits_before = len(sinks.audits)
+    dispatcher.revoke()
+    drain = asyncio.create_task(dispatcher.drain_revoked(5.0))
+    await asyncio.sleep(0.1)
+    assert not drain.done()  # the call on the wire is awaited
+    release.set()
+    await asyncio.wait_for(drain, 2.0)
+    await asyncio.sleep(0.1)
+    assert acked == []  # nothing acknowledged after the revoke
+    assert len(client.calls) == calls_before  # no new request
+    assert len(sinks.audits) == audits_before  # no audit record from a fenced job
+    assert not [r for r in sinks.audits if r.terminal]
+    assert dispatcher.pending == 0
+
+
+async def test_records_read_before_a_revoke_are_dropped_unacknowledged() -> None:
+    processor, _, sinks, client, dispatcher = build()
+    dispatcher._slots = asyncio.Semaphore(0)  # admission full: handle() waits
+    acked: list[int] = []
+    key, value = record(make_event("opened", target("comeet")))
+    waiting = asyncio.create_task(
+        processor.handle(
+            SourceRef(topic="t", partition=0, offset=7), key, value, lambda: acked.append(7)
+        )
+    )
+    await asyncio.sleep(0.05)
+    dispatcher.revoke()
+    dispatcher._slots.release()
+    await asyncio.wait_for(waiting, 1.0)
+    await dispatcher.join()
+    assert acked == [] and client.calls == [] and sinks.audits == []
+
+
+@pytest.mark.parametrize("copies", [1, 3])
+async def test_a_replayed_copy_after_the_final_event_is_superseded(copies: int) -> None:
+    processor, _, sinks, client, dispatcher = build()
+    tgt = target("comeet")
+    opened, completed = make_event("opened", tgt), make_event("completed", tgt)
+    acked: list[int] = []
+    await feed(processor, [opened, completed, *[opened] * copies], acked)
+    await dispatcher.join()
+    statuses = [c.body["status"] for c in client.calls]
+    assert statuses == ["Assessment sent", "completed"]
+    assert [r.outcome for r in sinks.terminal()] == ["delivered", "delivered"] + [
+        "duplicate"
+    ] * copies
