@@ -20,11 +20,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import sys
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -36,8 +39,24 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import WithJsonSchema
 
 from connector.errors import InvalidEventError
+from connector.published_schema import (
+    BASE64_PATTERN,
+    DATETIME_PATTERN,
+    EVENT_ID_PATTERN,
+    HTTP_URL_PATTERN,
+    INTEGRATION_ID_PATTERN,
+    JSON_VALUE_PLACEHOLDER,
+    LEGACY_ID_PATTERN,
+    ORDER_ID_PATTERN,
+    Publish,
+    PublishedSchemaGenerator,
+    any_case,
+    exact,
+    json_object,
+)
 
 __all__ = [
     "MAX_ATTACHMENTS",
@@ -60,6 +79,7 @@ __all__ = [
     "SubResult",
     "TextAttribute",
     "event_adapter",
+    "event_json_schema",
     "order_key",
     "parse_record",
 ]
@@ -69,10 +89,105 @@ MAX_JSON_DEPTH = 32  # deeper input is hostile or broken; refuse before pydantic
 GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 CONTENT_TYPE_PATTERN = r"^[\w.-]+\/[\w.-]+$"  # Kombo's pattern, verbatim
 
-# Identifiers are path segments and key parts: no separators, no whitespace.
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s/|]+$")]
+MAX_ORDER_ID_LENGTH = 1024
+MAX_INTEGRATION_ID_LENGTH = 256
+
+# ASCII only (Kombo's pattern is JavaScript, where ``\w`` is [A-Za-z0-9_]), and not generic.
+CONTENT_TYPE_SCHEMA_PATTERN = (
+    "^(?!(?:"
+    + "|".join(any_case(t) for t in sorted(GENERIC_CONTENT_TYPES))
+    + ")$)"
+    + exact(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+").removeprefix("^")
+)
+SCHEMA_DESCRIPTION = (
+    "An event for the assessment results connector. Rules the connector enforces that "
+    "JSON Schema (draft 2020-12) cannot express: a score's value must not exceed its max "
+    "(dead letter `schema`); the Kafka record key must be the target's key "
+    "(`kombo|<integration_id>|<assessment_order_id>`, `comeet|<evaluation_id>`, "
+    "`kombo-packages|<integration_id>`; `key_mismatch`); JSON nesting at most 32 levels "
+    "(`too_deep`); the record size limit (`too_large`); and URLs must parse as WHATWG "
+    "URLs (valid international domain names, IPv4 and IPv6 literals) beyond the scheme, "
+    "host, port and character rules published here (`schema`)."
+)
+
+
+# -- identifiers ------------------------------------------------------------------------------
+#
+# Order and evaluation ids are whatever the vendor's system chose: any non-empty text up
+# to 1024 characters (``/``, ``|``, ``?``, ``#``, ``%``, spaces and non-ASCII included).
+# The connector encodes them where they go: one percent-encoded path segment for Kombo,
+# a query parameter for Comeet, the last part of the Kafka key. Only control characters
+# (C0, DEL, C1) are refused: no ATS issues them, and they would reach logs, terminals
+# and audit records as invisible or line-breaking characters (log injection), and many
+# HTTP servers and proxies refuse or truncate them even when percent-encoded.
+#
+# A Kombo integration id is sent as the X-Integration-Id header and is the middle part
+# of the Kafka key ``kombo|<integration_id>|<order_id>``: visible ASCII without ``|``,
+# so every key splits unambiguously at its first two ``|``.
+
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_KEY_SAFE = re.compile("[^\x21-\x7b\x7d\x7e]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PROBLEM = (
+    "contains an unpaired UTF-16 surrogate (a \\ud800-\\udfff escape without its pair); "
+    "text must be valid Unicode"
+)
+
+
+def _printable_id(value: str) -> str:
+    bad = _CONTROL_OR_SURROGATE.search(value)
+    if bad is not None:
+        code = ord(bad.group())
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError(_SURROGATE_PROBLEM)
+        raise ValueError(
+            f"contains the control character U+{code:04X} at position {bad.start()}; "
+            "identifiers may hold any printable text, but no control characters"
+        )
+    return value
+
+
+def _key_safe_id(value: str) -> str:
+    bad = _NOT_KEY_SAFE.search(value)
+    if bad is not None:
+        raise ValueError(
+            "must be visible ASCII (0x21-0x7E) without '|': it is sent as the "
+            "X-Integration-Id header and is part of the Kafka key; found "
+            f"U+{ord(bad.group()):04X} at position {bad.start()}"
+        )
+    return value
+
+
+OrderId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ORDER_ID_LENGTH),
+    AfterValidator(_printable_id),
+    Publish(
+        pattern=ORDER_ID_PATTERN,
+        description="Any text but control characters (C0, DEL, C1); the connector encodes it.",
+    ),
+]
+IntegrationId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_INTEGRATION_ID_LENGTH),
+    AfterValidator(_key_safe_id),
+    Publish(
+        pattern=INTEGRATION_ID_PATTERN,
+        description="Visible ASCII without '|': the X-Integration-Id header, part of the key.",
+    ),
+]
+# Sub-result and package ids only travel inside JSON bodies; they keep their old rule.
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s/|]+$"),
+    Publish(pattern=LEGACY_ID_PATTERN),
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# JSON has no NaN or Infinity; a literal like 1e999 overflows to infinity and is refused.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False), Publish(maximum=sys.float_info.max)]
+Timestamp = Annotated[AwareDatetime, Publish(pattern=DATETIME_PATTERN)]
+Url = Annotated[HttpUrl, Publish(pattern=HTTP_URL_PATTERN)]
+Base64 = Annotated[str, Publish(contentEncoding="base64", pattern=BASE64_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -95,25 +210,29 @@ class Outcome(StrEnum):
 
 class KomboTarget(_Model):
     vendor: Literal["kombo"]
-    integration_id: Identifier
-    assessment_order_id: Identifier
+    integration_id: IntegrationId
+    assessment_order_id: OrderId
 
 
 class ComeetTarget(_Model):
     vendor: Literal["comeet"]
-    evaluation_id: Identifier
+    evaluation_id: OrderId
 
 
 class KomboIntegrationTarget(_Model):
     vendor: Literal["kombo"]
-    integration_id: Identifier
+    integration_id: IntegrationId
 
 
 OrderTarget = Annotated[KomboTarget | ComeetTarget, Field(discriminator="vendor")]
 
 
 class Score(_Model):
-    """A score on the vendor's own scale ``0..max``."""
+    """A score on the vendor's own scale ``0..max``: ``value`` must not exceed ``max``.
+
+    JSON Schema (draft 2020-12) cannot compare two values of one instance, so this
+    schema does not check ``value <= max``; the connector does (dead letter ``schema``).
+    """
 
     value: FiniteFloat = Field(ge=0)
     max: FiniteFloat = Field(gt=0)
@@ -144,10 +263,39 @@ class TextAttribute(_Model):
 class Attachment(_Model):
     """A file, inline (base64 ``data``) or by ``data_url``: exactly one of them."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            # Exactly one source; inline data needs its content type.
+            "oneOf": [
+                {
+                    "title": "inline data",
+                    "required": ["data", "content_type"],
+                    "properties": {
+                        "data": {"type": "string"},
+                        "content_type": {"type": "string"},
+                        "data_url": {"type": "null"},
+                    },
+                },
+                {
+                    "title": "data by URL",
+                    "required": ["data_url"],
+                    "properties": {"data_url": {"type": "string"}, "data": {"type": "null"}},
+                },
+            ]
+        }
+    )
+
     name: Text
-    content_type: str | None = Field(default=None, pattern=CONTENT_TYPE_PATTERN)
-    data: str | None = None
-    data_url: HttpUrl | None = None
+    content_type: (
+        Annotated[
+            str,
+            StringConstraints(pattern=CONTENT_TYPE_PATTERN),
+            Publish(pattern=CONTENT_TYPE_SCHEMA_PATTERN),
+        ]
+        | None
+    ) = None
+    data: Base64 | None = None
+    data_url: Url | None = None
 
     @field_validator("content_type")
     @classmethod
@@ -164,6 +312,10 @@ class Attachment(_Model):
                 base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise ValueError("data is not valid base64") from exc
+            # Python's strict mode still accepts padding beyond the last quantum
+            # ("QUJD====", "QUJD="); standard base64 (and BASE64_PATTERN) does not.
+            if len(value) % 4 or value.find("=", 0, len(value) - 2) != -1:
+                raise ValueError("data is not valid base64 (padding)")
         return value
 
     @model_validator(mode="after")
@@ -191,8 +343,12 @@ class Package(_Model):
 
 
 class _EventBase(_Model):
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
-    occurred_at: AwareDatetime
+    event_id: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$"),
+        Publish(pattern=EVENT_ID_PATTERN),
+    ]
+    occurred_at: Timestamp
 
     @property
     def key(self) -> str:
@@ -202,7 +358,7 @@ class _EventBase(_Model):
 class OrderOpened(_EventBase):
     type: Literal[EventType.OPENED]
     target: OrderTarget
-    result_url: HttpUrl | None = None
+    result_url: Url | None = None
 
 
 class OrderProgress(_EventBase):
@@ -211,24 +367,26 @@ class OrderProgress(_EventBase):
     type: Literal[EventType.PROGRESS]
     target: OrderTarget
     status_text: Text
-    result_url: HttpUrl | None = None
+    result_url: Url | None = None
 
 
 class OrderCompleted(_EventBase):
     type: Literal[EventType.COMPLETED]
     target: OrderTarget
     outcome: Outcome
-    completed_at: AwareDatetime
-    result_url: HttpUrl
+    completed_at: Timestamp
+    result_url: Url
     # Comeet distinguishes a link for its users from a tokenised public one.
-    public_result_url: HttpUrl | None = None
+    public_result_url: Url | None = None
     score: Score | None = None
     summary: str | None = Field(default=None, max_length=100_000)
     sub_results: list[SubResult] = Field(default_factory=list, max_length=200)
     attributes: list[TextAttribute] = Field(default_factory=list, max_length=200)
     attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     # Passed to Kombo's ``remote_fields`` untouched (validated against its schema on mapping).
-    kombo_remote_fields: dict[str, Any] | None = None
+    kombo_remote_fields: (
+        Annotated[dict[str, Any], WithJsonSchema(json_object(JSON_VALUE_PLACEHOLDER))] | None
+    ) = None
 
 
 class OrderCancelled(_EventBase):
@@ -238,8 +396,8 @@ class OrderCancelled(_EventBase):
     target: OrderTarget
     kind: Literal["cancelled", "expired"]
     reason: Text
-    cancelled_at: AwareDatetime | None = None
-    result_url: HttpUrl | None = None
+    cancelled_at: Timestamp | None = None
+    result_url: Url | None = None
 
     @property
     def ended_at(self) -> datetime:
@@ -264,8 +422,18 @@ event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 _EVENT_TYPES = frozenset(EventType)
 
 
+def event_json_schema() -> dict[str, Any]:
+    """The published JSON Schema of an event (``topics/schemas/event.schema.json``)."""
+    document = event_adapter.json_schema(schema_generator=PublishedSchemaGenerator)
+    return {"description": SCHEMA_DESCRIPTION, **document}
+
+
 def order_key(target: KomboTarget | ComeetTarget | KomboIntegrationTarget) -> str:
-    """The Kafka key (and table key) of a target. Identifiers contain no ``/`` or ``|``."""
+    """The Kafka key (and table key) of a target.
+
+    Integration ids hold no ``|``, so a key splits unambiguously at its first two ``|``
+    although order and evaluation ids may hold any printable character, ``|`` included.
+    """
     if isinstance(target, KomboTarget):
         return f"kombo|{target.integration_id}|{target.assessment_order_id}"
     if isinstance(target, ComeetTarget):
@@ -290,6 +458,28 @@ def _depth(value: Any, limit: int) -> int:
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node)
     return deepest
+
+
+def _unpaired_surrogate_at(value: Any) -> str | None:
+    """Where a string (or object key) holds a lone surrogate, which ``json`` lets through
+    from a ``\\ud800``-style escape; such text cannot be encoded to UTF-8 anywhere later."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return path or "event"
+        elif isinstance(node, dict):
+            for name, child in node.items():
+                lone = _SURROGATE.search(name) is not None
+                shown = ascii(name[:64]) if lone else name[:64]
+                where = f"{path}.{shown}" if path else shown
+                if lone:
+                    return f"{where} (a key)"
+                stack.append((child, where))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}.{i}") for i, child in enumerate(node))
+    return None
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -338,6 +528,11 @@ def parse_record(key: bytes | None, value: bytes | None, *, max_bytes: int) -> E
             + ", ".join(EventType),
             code="unknown_type",
         )
+    # Lone surrogates only arrive as \\u escapes (the UTF-8 decoding above is strict).
+    if "\\u" in text:
+        where = _unpaired_surrogate_at(raw)
+        if where is not None:
+            raise InvalidEventError(f"{where}: {_SURROGATE_PROBLEM}", code="schema")
     try:
         event = event_adapter.validate_python(raw)
     except ValidationError as exc:

@@ -144,3 +144,140 @@ def test_completed_event_round_trips_content() -> None:
     assert isinstance(event, OrderCompleted)
     assert event.score is not None and event.score.value == 90
     assert [s.id for s in event.sub_results] == ["algo", "style"]
+
+
+# -- identifiers (issue 10, item 5) ----------------------------------------------------------
+
+ODD_ORDER_IDS = [
+    "a/b?c#d%2F..",
+    ".",
+    "..",
+    "ü-ñ 日本",
+    "a|b",
+    "|",
+    "with space",
+    "emoji 🎉 + & = ; ,",
+    "%",
+    "x" * 1024,
+]
+
+
+@pytest.mark.parametrize("order_id", ODD_ORDER_IDS)
+def test_any_printable_kombo_order_id_is_accepted_and_keyed(order_id: str) -> None:
+    event = make_event("opened", target("kombo", order_id, "workday:ACME1"))
+    key = f"kombo|workday:ACME1|{order_id}".encode()
+    parsed = parse_record(key, json.dumps(event).encode(), max_bytes=MAX)
+    assert parsed.target.assessment_order_id == order_id  # type: ignore[union-attr]
+    assert parsed.key.encode() == key
+
+
+@pytest.mark.parametrize("evaluation_id", ODD_ORDER_IDS)
+def test_any_printable_comeet_evaluation_id_is_accepted_and_keyed(evaluation_id: str) -> None:
+    event = make_event("completed", target("comeet", evaluation_id))
+    key = f"comeet|{evaluation_id}".encode()
+    parsed = parse_record(key, json.dumps(event).encode(), max_bytes=MAX)
+    assert parsed.target.evaluation_id == evaluation_id  # type: ignore[union-attr]
+
+
+def test_a_pipe_in_an_order_id_keeps_keys_unambiguous() -> None:
+    # The integration id can hold no "|", so the first two "|" always split the key.
+    event = make_event("opened", target("kombo", "a|b", "w:1"))
+    assert parse(event).key == "kombo|w:1|a|b"
+    other = make_event("opened", target("kombo", "b", "w:1|a"))
+    with pytest.raises(Exception) as info:
+        parse_record(b"kombo|w:1|a|b", json.dumps(other).encode(), max_bytes=MAX)
+    assert isinstance(info.value, InvalidEventError)
+    assert info.value.code == "schema"
+
+
+@pytest.mark.parametrize(
+    "bad_char", ["\x00", "\n", "\r", "\t", "\x1b", "\x7f", "\x85", "\x9f"], ids=repr
+)
+@pytest.mark.parametrize("vendor", ["kombo", "comeet"])
+def test_control_characters_in_order_ids_are_schema_errors(vendor: str, bad_char: str) -> None:
+    event = make_event("opened", target(vendor, f"ord{bad_char}1", "w:1"))
+    error = _reason(b"k", json.dumps(event).encode())
+    assert error.code == "schema"
+    assert "control character" in error.reason
+    assert f"U+{ord(bad_char):04X}" in error.reason
+
+
+@pytest.mark.parametrize("vendor", ["kombo", "comeet"])
+@pytest.mark.parametrize("order_id", ["", "x" * 1025])
+def test_order_id_length_limits(vendor: str, order_id: str) -> None:
+    event = make_event("opened", target(vendor, "placeholder", "w:1"))
+    field = "assessment_order_id" if vendor == "kombo" else "evaluation_id"
+    event["target"][field] = order_id
+    error = _reason(b"k", json.dumps(event).encode())
+    assert error.code == "schema"
+    assert field in error.reason
+
+
+@pytest.mark.parametrize(
+    "integration_id",
+    ["workday:ü", "a b", "a|b", "a\tb", "a\x7fb", "日本", "", "x" * 257],
+    ids=repr,
+)
+@pytest.mark.parametrize("kind", ["opened", "packages"])
+def test_integration_id_must_be_visible_ascii_without_pipe(kind: str, integration_id: str) -> None:
+    event = make_event(kind, target("kombo", "o-1", "placeholder"))
+    event["target"]["integration_id"] = integration_id
+    key = f"kombo|{integration_id}|o-1".encode("utf-8", "surrogatepass")
+    error = _reason(key, json.dumps(event).encode())
+    assert error.code == "schema"
+    assert "integration_id" in error.reason
+    if integration_id and len(integration_id) <= 256:
+        assert "visible ASCII" in error.reason
+
+
+@pytest.mark.parametrize("integration_id", ["workday:HWUTwvyx2wLoSUHphiWVrp28", "a/b", "~!#$%&*"])
+def test_visible_ascii_integration_ids_are_accepted(integration_id: str) -> None:
+    event = make_event("opened", target("kombo", "o-1", integration_id))
+    assert parse(event).key == f"kombo|{integration_id}|o-1"
+
+
+def _with_surrogate(event: dict, path: list) -> bytes:
+    node = event
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = "x\ud800y"
+    return json.dumps(event).encode()  # ensure_ascii: the surrogate travels as "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("kind", "vendor", "path"),
+    [
+        ("opened", "kombo", ["target", "assessment_order_id"]),
+        ("opened", "kombo", ["target", "integration_id"]),
+        ("opened", "comeet", ["target", "evaluation_id"]),
+        ("completed", "kombo", ["summary"]),
+        ("completed", "kombo", ["attributes", 0, "label"]),
+        ("completed", "kombo", ["kombo_remote_fields", "recruitee", "subtitle"]),
+        ("packages", "kombo", ["packages", 0, "id"]),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_a_schema_error(kind: str, vendor: str, path: list) -> None:
+    event = make_event(kind, target(vendor, "o-1", "w:1"))
+    if path[0] == "kombo_remote_fields":
+        event["kombo_remote_fields"] = {"recruitee": {"subtitle": "ok"}}
+    value = _with_surrogate(event, path)
+    assert b"\\ud800" in value
+    for key in (b"kombo|w:1|o-1", b"comeet|o-1", b"k", None):
+        error = _reason(key, value)
+        assert error.code == "schema", error.reason
+        assert "surrogate" in error.reason
+
+
+def test_a_lone_surrogate_in_an_object_key_is_a_schema_error() -> None:
+    event = make_event("completed", target("kombo", "o-1", "w:1"))
+    text = json.dumps(event).replace('"summary"', '"summ\\udc00ary"')
+    error = _reason(b"kombo|w:1|o-1", text.encode())
+    assert error.code == "schema"
+    assert "surrogate" in error.reason
+
+
+def test_a_surrogate_pair_is_ordinary_text() -> None:
+    event = make_event("opened", target("kombo", "o-😀", "w:1"))
+    value = json.dumps(event).encode()  # "\ud83d\ude00": a valid pair
+    assert b"\\ud83d\\ude00" in value
+    assert parse_record("kombo|w:1|o-😀".encode(), value, max_bytes=MAX).key == "kombo|w:1|o-😀"
