@@ -26,11 +26,16 @@ under ``/v1``, Comeet's under ``/evaluation``):
 - Vendor specific: ``POST /_sandbox/integrations/{id}`` (Kombo),
   ``POST /_sandbox/evaluations/{id}`` (Comeet).
 
-A recorded request is ``{index, vendor, method, path, query, headers, body,
-status_code, received_at, key}``; ``headers`` has ``Authorization`` (and the other
-credential headers) replaced by ``"REDACTED"`` before it is stored, ``body`` is the
-parsed JSON (the raw text if it was not JSON, None if empty) and ``status_code`` is
-the status answered or ``"dropped"``.
+A recorded request is ``{index, vendor, method, path, raw_path, query, headers, body,
+status_code, received_at, key}``; ``path`` is percent-decoded (an encoded ``/`` in a
+segment shows as ``/``), ``raw_path`` is the path as it arrived, still encoded;
+``headers`` has ``Authorization`` (and the other credential headers) replaced by
+``"REDACTED"`` before it is stored, ``body`` is the parsed JSON (the raw text if it was
+not JSON, None if empty) and ``status_code`` is the status answered or ``"dropped"``.
+
+Path parameters (an order id, an integration or evaluation id) are matched on the
+encoded path and decoded once by aiohttp: ``a%2Fb`` is the id ``a/b``, ``%252F`` the
+id ``%2F``, ``%2E%2E`` the id ``..``.
 """
 
 from __future__ import annotations
@@ -460,6 +465,7 @@ class VendorSandbox:
             "vendor": self.vendor,
             "method": request.method,
             "path": request.path,
+            "raw_path": request.raw_path.split("?", 1)[0],
             "query": dict(request.query) if request.query_string else {},
             "headers": _redacted(request.headers),
             "body": None if body is TOO_LARGE else body,
@@ -846,7 +852,8 @@ class _Calls:
 
 
 def _quote(segment: str) -> str:
-    return quote(segment, safe="")
+    # "." and ".." would be removed as dot segments by the client: encode them too.
+    return "%2E" * len(segment) if segment in (".", "..") else quote(segment, safe="")
 
 
 def _checked(response: httpx.Response) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.sandbox import REDACTED, Sandboxes
+from connector.sandbox import REDACTED, AsyncSandboxControl, Sandboxes
 from tests.sandbox.conftest import COMEET_TOKEN, client, comeet_error
 from tests.sandbox.seed_examples import COMEET_EDGE_CASE_EXAMPLE, COMEET_EXAMPLE, fresh
 
@@ -340,3 +340,34 @@ async def test_recorded_requests_never_hold_the_token(
     dumped = json.dumps(entries)
     assert COMEET_TOKEN not in dumped
     assert "other-secret-456" not in dumped
+
+
+@pytest.mark.parametrize(
+    ("query", "evaluation_id"),
+    [
+        ("a%26b%3Dc%23d%2Be%2520f", "a&b=c#d+e%20f"),
+        ("a%2Fb%3F", "a/b?"),
+        ("%C3%BC+%E6%97%A5", "ü 日"),  # "+" is a space in a query string
+        ("..", ".."),
+        ("%7C", "|"),
+    ],
+)
+async def test_percent_encoded_evaluation_ids_are_decoded_once(
+    comeet: httpx.AsyncClient, sandboxes: Sandboxes, query: str, evaluation_id: str
+) -> None:
+    response = await comeet.post(f"{STATUS}?evaluation_id={query}", json=STARTED)
+    assert response.status_code == 204, response.text
+    assert list(sandboxes.comeet.evaluations) == [evaluation_id]
+    [entry] = sandboxes.comeet.recorded()
+    assert entry["key"] == evaluation_id
+    assert entry["query"] == {"evaluation_id": evaluation_id}
+
+
+@pytest.mark.parametrize("evaluation_id", ["a/b", ".", "..", "%2F", "x?y#z", "ü 日本"])
+async def test_control_api_marks_evaluation_ids_with_reserved_characters(
+    comeet: httpx.AsyncClient, sandboxes: Sandboxes, evaluation_id: str
+) -> None:
+    async with AsyncSandboxControl(sandboxes.comeet_url) as control:
+        answer = await control.set_evaluation(evaluation_id, "deleted")
+    assert answer["evaluation_id"] == evaluation_id
+    assert comeet_error(await post(comeet, evaluation_id, STARTED), 404) == "Candidate was deleted"

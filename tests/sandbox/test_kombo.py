@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.sandbox import REDACTED, Sandboxes
+from connector.sandbox import REDACTED, AsyncSandboxControl, Sandboxes
 from tests.sandbox.conftest import INTEGRATION, KOMBO_HEADERS, KOMBO_KEY, client, kombo_error
 from tests.sandbox.seed_examples import KOMBO_PACKAGES_EXAMPLE, KOMBO_RESULT_EXAMPLE, fresh
 
@@ -714,6 +714,7 @@ async def test_recorded_entry_fields(kombo: httpx.AsyncClient, sandboxes: Sandbo
 
     result, packages = sandboxes.kombo.recorded()
     assert result["path"] == "/v1/assessment/orders/o 1/result"
+    assert result["raw_path"] == "/v1/assessment/orders/o%201/result"
     assert result["query"] == {"trace": "x"}
     assert result["key"] == f"{INTEGRATION}/o 1"
     assert result["body"] == OPEN
@@ -725,6 +726,7 @@ async def test_recorded_entry_fields(kombo: httpx.AsyncClient, sandboxes: Sandbo
         "vendor",
         "method",
         "path",
+        "raw_path",
         "query",
         "headers",
         "body",
@@ -733,3 +735,57 @@ async def test_recorded_entry_fields(kombo: httpx.AsyncClient, sandboxes: Sandbo
         "key",
     }
     assert KOMBO_HEADERS["X-Integration-Id"] == result["headers"]["X-Integration-Id"]
+
+
+@pytest.mark.parametrize(
+    ("segment", "order_id"),
+    [
+        ("a%2Fb%3Fc%23d%252F..", "a/b?c#d%2F.."),
+        ("%2E", "."),
+        ("%2E%2E", ".."),
+        ("%2e%2E%2F%2E%2E", "../.."),
+        ("%252E%252E", "%2E%2E"),
+        ("%C3%BC-%C3%B1%20%E6%97%A5%E6%9C%AC", "ü-ñ 日本"),
+        ("a%7Cb", "a|b"),
+        ("%25", "%"),
+    ],
+)
+async def test_percent_encoded_order_ids_are_decoded_once(
+    kombo: httpx.AsyncClient, sandboxes: Sandboxes, segment: str, order_id: str
+) -> None:
+    response = await kombo.put(RESULT.format(segment), json=OPEN)
+    assert response.status_code == 200, response.text
+    assert list(sandboxes.kombo.orders) == [f"{INTEGRATION}/{order_id}"]
+    order = sandboxes.kombo.order(INTEGRATION, order_id)
+    assert order is not None and order.order_id == order_id
+    [entry] = sandboxes.kombo.recorded()
+    assert entry["raw_path"] == f"/v1/assessment/orders/{segment}/result"
+    assert entry["key"] == f"{INTEGRATION}/{order_id}"
+
+
+async def test_orders_differing_only_in_encoding_stay_apart(
+    kombo: httpx.AsyncClient, sandboxes: Sandboxes
+) -> None:
+    for segment in ("a%2Fb", "a%252Fb", "a", "%2E%2E"):
+        assert (await kombo.put(RESULT.format(segment), json=OPEN)).status_code == 200
+    assert sorted(sandboxes.kombo.orders) == sorted(
+        f"{INTEGRATION}/{o}" for o in ("a/b", "a%2Fb", "a", "..")
+    )
+
+
+async def test_an_unencoded_slash_is_another_path(
+    kombo: httpx.AsyncClient, sandboxes: Sandboxes
+) -> None:
+    response = await kombo.put(RESULT.format("a/b"), json=OPEN)
+    kombo_error(response, 404, None)
+    assert sandboxes.kombo.orders == {}
+
+
+async def test_control_api_takes_integration_ids_with_reserved_characters(
+    sandboxes: Sandboxes,
+) -> None:
+    async with AsyncSandboxControl(sandboxes.kombo_url) as control:
+        for integration_id in ("a/b", "..", "%2F", "x?y#z"):
+            answer = await control.set_integration(integration_id, state="inactive")
+            assert answer["integration_id"] == integration_id
+            assert sandboxes.kombo.integration(integration_id).state == "inactive"
