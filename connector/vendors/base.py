@@ -12,15 +12,20 @@ A vendor module provides:
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
+import aiohttp
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from connector.errors import (
+    DeliveryError,
     MappingError,
     PermanentDeliveryError,
     RateLimitedError,
@@ -33,8 +38,11 @@ __all__ = [
     "VendorClient",
     "VendorRequest",
     "build_model",
+    "check_headers",
     "error_for_status",
     "parse_retry_after",
+    "path_segment",
+    "send_http",
     "transport_error",
 ]
 
@@ -105,7 +113,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 def error_for_status(
     response: httpx.Response, message: str, *, vendor_code: str | None = None
-) -> Exception:
+) -> DeliveryError:
     """The connector error for an HTTP failure that no vendor code explains better."""
     status = response.status_code
     if status == 429:
@@ -120,9 +128,109 @@ def error_for_status(
     return PermanentDeliveryError(message, http_status=status, vendor_code=vendor_code)
 
 
-def transport_error(exc: httpx.HTTPError) -> RetryableDeliveryError:
-    """Timeouts and connection failures: the request may or may not have arrived."""
+def path_segment(value: str) -> str:
+    """``value`` as one URL path segment, every reserved character percent-encoded.
+
+    ``/`` becomes ``%2F``, ``%`` ``%25``, ``?`` ``%3F``, ``#`` ``%23``, non-ASCII its
+    UTF-8 bytes. A segment that is exactly ``.`` or ``..`` is encoded as ``%2E``/``%2E%2E``:
+    left as is, clients and servers remove it as a dot segment (RFC 3986, 5.2.4) and the
+    request reaches another resource.
+    """
+    if value in (".", ".."):
+        return "%2E" * len(value)
+    return quote(value, safe="")
+
+
+# RFC 9110: a field name is a token; a value is visible ASCII, spaces and tabs. httpx
+# encodes values as ASCII, and CR, LF or NUL would end or split the header.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse a header HTTP cannot carry, naming the header but never its value."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise PermanentDeliveryError(
+                f"header name {name[:64]!r} is not an HTTP token; the request was not sent",
+                may_have_arrived=False,
+            )
+        if not _HEADER_VALUE.fullmatch(value):
+            raise PermanentDeliveryError(
+                f"header {name} holds a character HTTP cannot carry (only visible ASCII, "
+                "spaces and tabs); the request was not sent",
+                may_have_arrived=False,
+            )
+
+
+def transport_error(exc: httpx.HTTPError) -> DeliveryError:
+    """The connector error for an httpx error.
+
+    A request that cannot be sent as built (a scheme httpx does not speak, a header or
+    URL h11 refuses) is permanent, and never reached the vendor. Timeouts, connection
+    failures and broken answers are retryable.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        return PermanentDeliveryError(
+            f"request cannot be sent: {name}: {str(exc)[:200]}", may_have_arrived=False
+        )
+    if isinstance(exc, httpx.HTTPStatusError):
+        return error_for_status(exc.response, f"HTTP {exc.response.status_code}")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return PermanentDeliveryError(f"too many redirects: {name}")
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport error"
-    # A connection that never opened carried no request; anything later may have.
-    unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    return RetryableDeliveryError(f"{kind}: {type(exc).__name__}", may_have_arrived=not unsent)
+    return RetryableDeliveryError(f"{kind}: {name}", may_have_arrived=not _never_sent(exc))
+
+
+def _never_sent(exc: httpx.HTTPError) -> bool:
+    """A connection that never opened carried no request; anything later may have."""
+    if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return False
+    # httpx-aiohttp reports every aiohttp.ClientConnectionError as ConnectTimeout, a
+    # connection the server dropped after reading the request included.
+    cause = exc.__cause__
+    return not isinstance(cause, aiohttp.ClientConnectionError) or isinstance(
+        cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+    )
+
+
+async def send_http(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: dict[str, Any],
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """One HTTP call. Raises only :class:`~connector.errors.DeliveryError` subclasses.
+
+    Anything else escaping a client's ``send`` would end the delivery job without an
+    outcome, so every failure is translated here, at the boundary (``raise ... from``).
+    """
+    check_headers(headers)
+    try:
+        return await http.request(method, url, params=params, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc) from exc
+    except httpx.InvalidURL as exc:  # not an httpx.HTTPError
+        raise PermanentDeliveryError(
+            f"invalid URL: {str(exc)[:200]}", may_have_arrived=False
+        ) from exc
+    except aiohttp.ClientError as exc:  # the aiohttp transport lets some through
+        raise RetryableDeliveryError(f"transport error: {type(exc).__name__}") from exc
+    except Exception as exc:
+        # E.g. a port out of range: the request cannot be built, and a retry would build
+        # the same one. Only a building error is known never to have left.
+        logger.exception("%s %s could not be sent", method, url.split("?", 1)[0][:200])
+        raise PermanentDeliveryError(
+            f"request cannot be sent: {type(exc).__name__}",
+            may_have_arrived=not _building_error(exc),
+        ) from exc
+
+
+def _building_error(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):  # httpx's transport raises e.g. an OverflowError
+        return all(_building_error(inner) for inner in exc.exceptions)  # in a task group
+    return isinstance(exc, ValueError | TypeError | OverflowError)

@@ -39,7 +39,7 @@ from connector.vendors.base import (
     VendorRequest,
     build_model,
     error_for_status,
-    transport_error,
+    send_http,
 )
 
 __all__ = [
@@ -162,16 +162,16 @@ class ComeetClient:
         self._auth = {"Authorization": f"Bearer {settings.token.get_secret_value()}"}
 
     async def send(self, request: VendorRequest) -> CallResult:
-        try:
-            response = await self._http.request(
-                request.method,
-                self._url + request.path,
-                params=request.params,
-                json=request.body,
-                headers=self._auth,
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+        # httpx percent-encodes the evaluation id in the query string ("&", "=", "#",
+        # "+", "%", spaces and non-ASCII; tests/vendors/test_clients.py checks the wire).
+        response = await send_http(
+            self._http,
+            request.method,
+            self._url + request.path,
+            params=request.params,
+            body=request.body,
+            headers=self._auth,
+        )
         if response.status_code in (200, 204):
             return CallResult(http_status=response.status_code)
         try:

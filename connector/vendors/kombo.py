@@ -51,7 +51,8 @@ from connector.vendors.base import (
     build_model,
     error_for_status,
     parse_retry_after,
-    transport_error,
+    path_segment,
+    send_http,
 )
 
 __all__ = [
@@ -299,7 +300,8 @@ def map_event(event: Event) -> VendorRequest:
         vendor="kombo",
         action="kombo.order_result",
         method="PUT",
-        path=f"/assessment/orders/{target.assessment_order_id}/result",
+        # Order ids may hold "/", "?", "#", "%", ".." or non-ASCII: one encoded segment.
+        path=f"/assessment/orders/{path_segment(target.assessment_order_id)}/result",
         body=model.model_dump(mode="json", exclude_none=True, exclude_unset=True),
         headers={"X-Integration-Id": target.integration_id},
         limit_key=f"kombo|{target.integration_id}",
@@ -351,15 +353,13 @@ class KomboClient:
 
     async def send(self, request: VendorRequest) -> CallResult:
         started = time.perf_counter()
-        try:
-            response = await self._http.request(
-                request.method,
-                self._base + request.path,
-                json=request.body,
-                headers={**self._auth, **request.headers},
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+        response = await send_http(
+            self._http,
+            request.method,
+            self._base + request.path,
+            body=request.body,
+            headers={**self._auth, **request.headers},
+        )
         logger.debug(
             "kombo %s -> %s in %.3fs",
             request.path,

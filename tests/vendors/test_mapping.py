@@ -165,3 +165,36 @@ def test_completed_at_format_is_utc_millis_z() -> None:
 
     moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
     assert format_completed_at(moment) == "2026-01-02T01:04:05.678Z"
+
+
+@pytest.mark.parametrize(
+    ("order_id", "segment"),
+    [
+        ("a/b?c#d%2F..", "a%2Fb%3Fc%23d%252F.."),
+        (".", "%2E"),
+        ("..", "%2E%2E"),
+        ("...", "..."),
+        ("ü-ñ 日本", "%C3%BC-%C3%B1%20%E6%97%A5%E6%9C%AC"),
+        ("a|b", "a%7Cb"),
+        ("a+b&c=d;e", "a%2Bb%26c%3Dd%3Be"),
+        ("o-1_x.y~z", "o-1_x.y~z"),
+    ],
+)
+def test_kombo_order_id_is_one_percent_encoded_path_segment(order_id: str, segment: str) -> None:
+    request = map_event(
+        event_adapter.validate_python(make_event("opened", target("kombo", order_id, "w:1")))
+    )
+    assert request.path == f"/assessment/orders/{segment}/result"
+    assert request.headers == {"X-Integration-Id": "w:1"}
+
+
+@pytest.mark.parametrize("evaluation_id", ["a&b=c#d+e%20f", "ü-ñ 日本", "..", "a/b"])
+def test_comeet_evaluation_id_is_a_query_parameter_as_is(evaluation_id: str) -> None:
+    # httpx encodes query parameters (tests/vendors/test_clients.py checks it on the wire).
+    request = map_event(
+        event_adapter.validate_python(make_event("opened", target("comeet", evaluation_id)))
+    )
+    assert (request.path, request.params) == (
+        "/evaluation/status",
+        {"evaluation_id": evaluation_id},
+    )
