@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from connector.errors import (
     DeliveryError,
@@ -188,7 +189,7 @@ class Lease:
     from the committed offset.
     """
 
-    __slots__ = ("_entries", "_tails", "_tasks", "_wire", "partition", "revoked")
+    __slots__ = ("_entries", "_exempt", "_tails", "_tasks", "_wire", "partition", "revoked")
 
     def __init__(self, partition: Hashable) -> None:
         self.partition = partition
@@ -196,21 +197,28 @@ class Lease:
         self._entries: deque[_Entry] = deque()
         self._tails: dict[Hashable, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wire: set[asyncio.Task[None]] = set()
+        self._wire: set[asyncio.Task[Any]] = set()
+        self._exempt: set[asyncio.Task[Any]] = set()
 
     @property
     def valid(self) -> bool:
         return not self.revoked
 
-    def check(self) -> None:
-        """Raise :class:`RevokedError` once the partition is revoked."""
-        if self.revoked:
+    def check(self, *, strict: bool = False) -> None:
+        """Raise :class:`RevokedError` once the partition is revoked.
+
+        One exemption: a job whose request was on the wire when the revoke came
+        may still *record* that call's result (its audit and state writes), which
+        the revoke waits for, so the next owner knows what the vendor got.
+        ``strict`` refuses even that: nothing new may be sent.
+        """
+        if self.revoked and (strict or asyncio.current_task() not in self._exempt):
             raise RevokedError(f"partition {self.partition} was revoked")
 
     @contextmanager
     def on_wire(self) -> Iterator[None]:
         """Mark the current job as having a request on the wire (a revoke waits for it)."""
-        self.check()
+        self.check(strict=True)
         task = asyncio.current_task()
         if task is None:
             yield
@@ -220,6 +228,8 @@ class Lease:
             yield
         finally:
             self._wire.discard(task)
+            if self.revoked:
+                self._exempt.add(task)
 
 
 class OrderedDispatcher:
@@ -364,9 +374,11 @@ class OrderedDispatcher:
 
         Jobs waiting (for a retry, a rate limit, their order's earlier event, or
         a sink) are cancelled at once. Jobs with a request on the wire are
-        awaited up to ``wire_timeout`` (the HTTP timeout): cancelling them would
-        not stop a request the vendor already received, and the next owner must
-        not send a newer event of that order before this one has landed.
+        awaited up to ``wire_timeout`` (the HTTP timeout), with the recording of
+        their result: cancelling them would not stop a request the vendor
+        already received, the next owner must not send a newer event of that
+        order before this one has landed, and it must find the result in the
+        changelog rather than send the event again.
         """
         leases, self._revoked = self._revoked, []
         on_wire = {task for lease in leases for task in lease._wire}

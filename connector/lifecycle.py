@@ -165,7 +165,7 @@ def judge(
     state = state or OrderState()
     first = state.seq_of(event_id)
     mark = Mark(event_id, offset if first is None else first, wanted)
-    confirmed, pending = state.confirmed, state.pending
+    confirmed = state.confirmed
     if state.delivered(event_id) or (confirmed is not None and confirmed.event_id == event_id):
         return Decision(Verdict.DUPLICATE, mark, "event id already delivered")
     newest = state.newest

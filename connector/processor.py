@@ -364,18 +364,20 @@ class Processor:
                     retryable=report.will_retry,
                 )
                 await self._durably(lease, lambda: self._sinks.audit(failed), "audit")
+                if report.will_retry:
+                    lease.check(strict=True)  # revoked: no backoff, no retry
 
         async def before_attempt(deadline: float) -> bool:
             # Judged again before every attempt: only this job may have moved the
             # order, and only while its partition is ours.
-            lease.check()
+            lease.check(strict=True)
             again = judge(self._store.get(key), event.event_id, source.offset, mark.status)
             if again.verdict is not Verdict.SEND:
                 raise _Overtaken(again)
             if self._limiter is None:
                 return True
             allowed = await self._limiter.acquire(request, deadline=deadline)
-            lease.check()
+            lease.check(strict=True)
             return allowed
 
         try:
@@ -399,7 +401,9 @@ class Processor:
             await self._terminal(lease, ending)
             ended[0] = True
             return
-        lease.check()  # revoked while the call was on the wire: the next owner resends
+        # Revoked while the call was on the wire: the result is still recorded (the
+        # revoke waits for it), so the next owner finds it instead of sending again.
+        lease.check()
         if outcome.ok:
             assert outcome.result is not None
             delivered = record(
@@ -414,7 +418,8 @@ class Processor:
             # again (a harmless repeat) instead of calling a delivered event a duplicate.
             await self._terminal(lease, delivered)
             ended[0] = True
-            self._store.put(key, confirm(self._store.get(key), mark, id_limit=self._id_limit))
+            confirmed = confirm(self._store.get(key), mark, id_limit=self._id_limit)
+            await self._durably(lease, lambda: self._store.put(key, confirmed), "state")
             return
         error = outcome.error
         assert error is not None
