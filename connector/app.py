@@ -29,6 +29,7 @@ Decisions recorded here:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -77,12 +78,27 @@ def _credentials(settings: Settings) -> Any:
 
 
 class _KafkaSinks:
-    """Audit and dead-letter topics; each call returns once the broker has the record."""
+    """Audit, dead-letter and parking topics; each call returns once the broker has it."""
 
-    def __init__(self, audit: faust.TopicT, dead_letter: faust.TopicT, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        audit: faust.TopicT,
+        dead_letter: faust.TopicT,
+        parking: faust.TopicT,
+        metrics: Metrics,
+    ) -> None:
         self._audit = audit
         self._dead_letter = dead_letter
+        self._parking = parking
         self._metrics = metrics
+
+    async def park(
+        self, key: bytes, value: bytes, partition: int, headers: list[tuple[str, bytes]]
+    ) -> None:
+        # The input record's own partition: the parking topic is co-partitioned with
+        # the events topic, so the order's state and its parked events stay together.
+        fut = await self._parking.send(key=key, value=value, partition=partition, headers=headers)
+        await fut
 
     async def audit(self, record: AuditRecord) -> None:
         key = record.order_key.encode() if record.order_key else None
@@ -136,18 +152,16 @@ class _FencedApp(faust.App):
 
     def on_rebalance_start(self) -> None:
         # Called synchronously, first, when partitions are revoked.
-        if self.connector is not None and self.connector.dispatcher is not None:
-            self.connector.dispatcher.revoke()
+        if self.connector is not None:
+            self.connector.fence()
         super().on_rebalance_start()
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         # Replaces "wait until every admitted record is acknowledged" (which waits for
         # retries and backoffs, past the group's rebalance timeout): fenced jobs end
         # now, unacknowledged; only requests on the wire are awaited, bounded.
-        connector = self.connector
-        if connector is not None and connector.dispatcher is not None:
-            connector.dispatcher.revoke()
-            await connector.dispatcher.drain_revoked(connector.settings.delivery.call_timeout_s)
+        if self.connector is not None:
+            await self.connector.fence_and_drain()
         # Faust tracks admitted messages until acked; fenced ones never will be.
         consumer._unacked_messages.clear()
         await consumer.commit()
@@ -162,6 +176,7 @@ class ConnectorApp:
     events: faust.TopicT
     audit: faust.TopicT
     dead_letter: faust.TopicT
+    parking: faust.TopicT
     table: Any
     metrics: Metrics = field(default_factory=Metrics)
     http: httpx.AsyncClient | None = None
@@ -183,7 +198,7 @@ class ConnectorApp:
                 settings,
                 _TableStore(self.table),
                 clients,
-                _KafkaSinks(self.audit, self.dead_letter, self.metrics),
+                _KafkaSinks(self.audit, self.dead_letter, self.parking, self.metrics),
                 self.dispatcher,
                 limiter=RateLimiter.from_settings(settings),
             )
@@ -195,12 +210,26 @@ class ConnectorApp:
             )
         return self.processor
 
+    def _dispatchers(self) -> list[OrderedDispatcher]:
+        if self.processor is None or self.dispatcher is None:
+            return []
+        return [self.dispatcher, self.processor.parking_dispatcher]
+
+    def fence(self) -> None:
+        """Revoke every partition's lease at once (synchronous: nothing new starts)."""
+        for dispatcher in self._dispatchers():
+            dispatcher.revoke()
+
+    async def fence_and_drain(self) -> None:
+        """Fence, then end the fenced jobs; calls on the wire are awaited, bounded."""
+        self.fence()
+        bound = self.settings.delivery.call_timeout_s
+        await asyncio.gather(*(d.drain_revoked(bound) for d in self._dispatchers()))
+
     async def close(self) -> None:
-        if self.dispatcher is not None:
-            # Shutdown is a revoke of everything: jobs not on the wire end now,
-            # unacknowledged; the partitions' next owner replays them.
-            self.dispatcher.revoke()
-            await self.dispatcher.drain_revoked(self.settings.delivery.call_timeout_s)
+        # Shutdown is a revoke of everything: jobs not on the wire end now,
+        # unacknowledged; the partitions' next owner replays them.
+        await self.fence_and_drain()
         if self.http is not None:
             await self.http.aclose()
 
@@ -253,6 +282,9 @@ def create_app(settings: Settings) -> ConnectorApp:
     dead_letter = app.topic(
         t.dead_letter, key_type=bytes, value_type=bytes, partitions=t.partitions
     )
+    # Same partition count as the events topic: Faust assigns co-partitioned topics
+    # together, so partition p of both (and of the changelog) live on one worker.
+    parking = app.topic(t.parking, key_type=bytes, value_type=bytes, partitions=t.partitions)
     table = app.tables.add(
         OrderTable(
             app,
@@ -267,7 +299,7 @@ def create_app(settings: Settings) -> ConnectorApp:
             options=_store_options(settings),
         )
     )
-    connector = ConnectorApp(settings, app, events, audit, dead_letter, table)
+    connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)
     app.connector = connector
 
     @app.agent(events, name="deliver", concurrency=1)
@@ -279,6 +311,19 @@ def create_app(settings: Settings) -> ConnectorApp:
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
             await processor.handle(source, message.key, message.value, _acker(event))
+
+    @app.agent(parking, name="parked", concurrency=1)
+    async def deliver_parked(stream: faust.StreamT) -> None:
+        processor = connector.runtime()
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            message = event.message
+            source = SourceRef(
+                topic=message.topic, partition=message.partition, offset=message.offset
+            )
+            headers = _headers(message.headers)
+            await processor.handle_parked(
+                source, message.key, message.value, headers, _acker(event)
+            )
 
     not_ready_since: list[float | None] = [time.monotonic()]
 
@@ -355,6 +400,13 @@ def _update_lag(app: faust.App, metrics: Metrics) -> None:
         if highwater is not None:
             position = (last + 1) if last is not None else 0
             metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 
 def _acker(event: faust.EventT) -> Any:

@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     INVALID = "invalid"
     DELIVERED = "delivered"
     FAILED = "failed"  # one attempt failed; more may follow
+    PARKED = "parked"  # moved to the parking topic while its target is down; ends there
     DEAD_LETTERED = "dead_lettered"
 
 

@@ -53,7 +53,9 @@ __all__ = [
     "decode_state",
     "encode_state",
     "judge",
+    "park",
     "status_after",
+    "unpark",
 ]
 
 
@@ -89,6 +91,9 @@ class OrderState:
     # An older send whose fate is unknown, kept when a newer one starts: the vendor
     # may still have it, so it still blocks older events and status changes.
     maybe: Mark | None = None
+    # The offset of the newest record of this order moved to the parking topic and
+    # not yet ended there: while set, every later event of the order parks behind it.
+    parked: int | None = None
     # (event id, first sequence, delivered) for the most recent ids, oldest first.
     ids: tuple[tuple[str, int, bool], ...] = ()
 
@@ -231,6 +236,7 @@ def confirm(state: OrderState | None, mark: Mark, *, id_limit: int = 64) -> Orde
         confirmed=mark,
         pending=None,
         maybe=None,
+        parked=state.parked,
         ids=_remember(state.ids, mark, True, id_limit),
     )
 
@@ -250,6 +256,20 @@ def abandon(state: OrderState | None, mark: Mark, *, may_have_arrived: bool) -> 
     if may_have_arrived or state.uncertain:
         return replace(state, uncertain=True)
     return replace(state, pending=None, uncertain=False)
+
+
+def park(state: OrderState | None, offset: int) -> OrderState:
+    """The record at ``offset`` moved to the parking topic; later ones follow it there."""
+    state = state or OrderState()
+    newest = offset if state.parked is None else max(state.parked, offset)
+    return replace(state, parked=newest)
+
+
+def unpark(state: OrderState | None, offset: int) -> OrderState | None:
+    """The parked record at ``offset`` ended; the order leaves parking with its newest one."""
+    if state is None or state.parked is None or state.parked > offset:
+        return state
+    return replace(state, parked=None)
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -277,6 +297,7 @@ def encode_state(state: OrderState) -> bytes:
         "p": _mark_json(state.pending),
         "u": 1 if state.uncertain else 0,
         "m": _mark_json(state.maybe),
+        "k": state.parked,
         "i": [[event_id, seq, 1 if done else 0] for event_id, seq, done in state.ids],
     }
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
@@ -293,6 +314,7 @@ def decode_state(raw: bytes | str | dict[str, Any] | None) -> OrderState | None:
             pending=_mark(doc.get("p")),
             uncertain=bool(doc.get("u")),
             maybe=_mark(doc.get("m")),
+            parked=doc.get("k"),
             ids=tuple((str(i), int(s), bool(d)) for i, s, d in doc.get("i", ())),
         )
     return _decode_v1(doc)

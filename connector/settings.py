@@ -47,6 +47,9 @@ def _read_secret_file(path: str | None) -> SecretStr | None:
     return SecretStr(Path(path).read_text(encoding="utf-8").strip())
 
 
+OutagePolicy = Literal["park", "dead_letter", "stop"]
+
+
 class KafkaSettings(BaseModel):
     """How to reach Kafka. Empty ``bootstrap_servers`` means: start a local broker."""
 
@@ -78,8 +81,14 @@ class TopicSettings(BaseModel):
     events: str = "assessment.events"
     audit: str = "assessment.audit"
     dead_letter: str = "assessment.dlq"
+    # Events of a target that is down wait here, in order (empty: "<events>.parked").
+    parked: str = ""
     partitions: int = Field(default=6, gt=0)
     replication_factor: int = Field(default=1, gt=0)
+
+    @property
+    def parking(self) -> str:
+        return self.parked or f"{self.events}.parked"
 
 
 class KomboSettings(BaseModel):
@@ -92,6 +101,7 @@ class KomboSettings(BaseModel):
     # Requests/s to each Kombo integration, per worker; 0 = the delivery-wide limit applies.
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
+    on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KomboSettings:
@@ -114,6 +124,7 @@ class ComeetSettings(BaseModel):
     # Requests/s to Comeet, per worker; 0 = the delivery-wide limit applies.
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
+    on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> ComeetSettings:
@@ -144,14 +155,26 @@ class DeliverySettings(BaseModel):
     backoff_max_s: float = Field(default=30.0, gt=0)
     retry_deadline_s: float = Field(default=300.0, gt=0, description="total time per event")
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="per target; 0 = off")
+    rate_limit_burst: int = Field(default=20, gt=0)
+    # What happens to a target's events while it is down (its circuit is open):
+    # park them in order and deliver them when it answers again (default), dead-letter
+    # them after the retry budget (the first version's behaviour), or stop consuming
+    # until it answers (Kafka Connect's errors.tolerance=none). Per vendor overrides.
+    on_outage: OutagePolicy = "park"
+    # The circuit opens after this many consecutive retryable failures of one target.
+    breaker_failures: int = Field(default=5, gt=0)
+    breaker_cool_down_s: float = Field(default=2.0, gt=0)
+    breaker_max_cool_down_s: float = Field(default=60.0, gt=0)
+    # An event parked for longer than this is dead-lettered as "expired".
+    max_event_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Parked records admitted per worker while they wait for their target.
+    max_pending_parked: int = Field(default=2_000, gt=0)
 
     @property
     def call_timeout_s(self) -> float:
         """How long one request may stay on the wire: connect plus read."""
         return self.connect_timeout_s + self.read_timeout_s
-
-    rate_limit_per_s: float = Field(default=0.0, ge=0, description="per target; 0 = off")
-    rate_limit_burst: int = Field(default=20, gt=0)
 
 
 class StateSettings(BaseModel):
@@ -201,6 +224,10 @@ class Settings(BaseSettings):
     def max_poll_interval_s(self) -> float:
         """The consumer stops polling at most one retry deadline plus a call (then margin)."""
         return max(300.0, self.delivery.retry_deadline_s + self.delivery.call_timeout_s + 60.0)
+
+    def outage_policy(self, vendor: str) -> OutagePolicy:
+        own = {"kombo": self.kombo.on_outage, "comeet": self.comeet.on_outage}.get(vendor)
+        return own or self.delivery.on_outage
 
     @model_validator(mode="after")
     def _conventional_kafka_env(self) -> Settings:

@@ -59,6 +59,22 @@ def definitions(settings: Settings) -> list[TopicDefinition]:
             configs={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
         ),
         TopicDefinition(
+            role="parked",
+            name=t.parking,
+            partitions=t.partitions,
+            replication_factor=t.replication_factor,
+            description=(
+                "Events of a target that is down, in order, until it answers; "
+                "co-partitioned with the events topic (same partition count)."
+            ),
+            configs={
+                "cleanup.policy": "delete",
+                # Longer than the maximum event age: a parked event ends before it expires.
+                "retention.ms": str(int(settings.delivery.max_event_age_s * 1000) + 7 * DAY_MS),
+                "max.message.bytes": max_bytes,
+            },
+        ),
+        TopicDefinition(
             role="dead_letter",
             name=t.dead_letter,
             partitions=t.partitions,

@@ -84,7 +84,7 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers(
     order = target("kombo", "k-down", "bullhorn:DOWN1")
     sandboxes.kombo.faults.add_outage(duration_s=600, target="bullhorn:DOWN1")
     final = make_event("completed", order)
-    deployment.worker()
+    deployment.worker(CONNECTOR_DELIVERY__ON_OUTAGE="dead_letter")  # the first version's way
     await deployment.publish([final])
     audit = await deployment.audit_until_terminal([final["event_id"]])
     assert terminal_by_event(audit)[final["event_id"]] == ["dead_lettered"]
@@ -118,6 +118,43 @@ async def test_exhausted_retries_dead_letter_then_replay_delivers(
     assert accepted[-1]["reason"] == "sent before, not confirmed: sending it again"
     assert sandboxes.kombo.recorded()[-1]["status_code"] == 200
     assert sandboxes.kombo.order("bullhorn:DOWN1", "k-down").status == "COMPLETED"
+
+
+async def test_an_outage_parks_events_in_order_and_delivers_them_after(
+    deployment: Deployment, sandboxes: Sandboxes
+) -> None:
+    """Policy park (the default): nothing is dead-lettered, the order stays in order."""
+    down = "bullhorn:PARK1"
+    order = target("kombo", "k-park", down)
+    other = target("kombo", "k-fine", "bullhorn:FINE1")
+    sandboxes.kombo.faults.add_outage(duration_s=6, target=down)
+    url = {"result_url": "https://vendor.example/tests/park"}
+    events = [
+        make_event("opened", order, **url),
+        make_event("progress", order, **url),
+        make_event("completed", order),
+    ]
+    healthy = make_event("opened", other, **url)
+    deployment.worker(
+        CONNECTOR_DELIVERY__BACKOFF_INITIAL_S="0.05",
+        CONNECTOR_DELIVERY__BREAKER_FAILURES="2",
+        CONNECTOR_DELIVERY__BREAKER_COOL_DOWN_S="0.5",
+        CONNECTOR_DELIVERY__BREAKER_MAX_COOL_DOWN_S="1",
+    )
+    await deployment.publish([*events, healthy])
+    ids = [e["event_id"] for e in [*events, healthy]]
+    audit = await deployment.audit_until_terminal(ids, timeout=60)
+    outcomes = terminal_by_event(audit)
+    assert all(outcomes[i] == ["delivered"] for i in ids), outcomes
+    parked = [r for r in audit if r["outcome"] == "parked"]
+    assert {r["event_id"] for r in parked} >= {e["event_id"] for e in events[1:]}
+    ok = [
+        r["body"]["status"]
+        for r in sandboxes.kombo.recorded()
+        if r["status_code"] == 200 and "k-park" in r["path"]
+    ]
+    assert ok[-1] == "COMPLETED" and "COMPLETED" not in ok[:-1], ok
+    assert sandboxes.kombo.order(down, "k-park").status == "COMPLETED"
 
 
 def metric(text: str, name: str, **labels: str) -> float:
