@@ -40,6 +40,7 @@ import faust
 import httpx
 
 from connector.audit import AuditRecord, DeadLetter, SourceRef
+from connector.control import follow_control
 from connector.delivery import OrderedDispatcher
 from connector.http import build_http_client
 from connector.kafka_clients import ssl_context
@@ -324,6 +325,14 @@ def create_app(settings: Settings) -> ConnectorApp:
             await processor.handle_parked(
                 source, message.key, message.value, headers, _acker(event)
             )
+
+    @app.task
+    async def follow_operator_control() -> None:
+        # Every worker reads the whole control topic: pause/resume applies everywhere.
+        breakers = connector.runtime().breakers
+        await follow_control(
+            settings, lambda control: breakers.set_paused(control.target, control.paused)
+        )
 
     not_ready_since: list[float | None] = [time.monotonic()]
 

@@ -41,6 +41,8 @@ class Outcome(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # one attempt failed; more may follow
     PARKED = "parked"  # moved to the parking topic while its target is down; ends there
+    PAUSED = "paused"  # an operator paused a target (connector target pause)
+    RESUMED = "resumed"  # an operator resumed it
     DEAD_LETTERED = "dead_lettered"
 
 

@@ -212,6 +212,31 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_target(args: argparse.Namespace) -> int:
+    from connector.control import read_control, set_paused
+
+    settings = get_settings()
+    _require_broker(settings)
+    if args.action in ("pause", "resume"):
+        if not args.target:
+            print("connector: give the target, e.g. kombo|workday:ACME1 or comeet", file=sys.stderr)
+            return 2
+        paused = args.action == "pause"
+        asyncio.run(set_paused(settings, args.target, paused, args.reason or ""))
+        print(f"{args.target} {'paused' if paused else 'resumed'} on every worker")
+        return 0
+    state = asyncio.run(read_control(settings))
+    for control in sorted(state.values(), key=lambda c: c.target):
+        if args.json:
+            print(json.dumps({"target": control.target, **json.loads(control.to_json())}))
+        else:
+            status = "paused" if control.paused else "active"
+            print(
+                f"{control.target:<40} {status:<7} {control.time:<32} {control.by} {control.reason}"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--dry-run", action="store_true")
     dlq.add_argument("--json", action="store_true")
     dlq.set_defaults(func=cmd_dlq)
+
+    tgt = sub.add_parser(
+        "target", help="pause, resume or list targets (a Kombo integration, or Comeet)"
+    )
+    tgt.add_argument("action", choices=["pause", "resume", "list"])
+    tgt.add_argument("target", nargs="?", help="kombo|<integration_id> or comeet")
+    tgt.add_argument("--reason", help="why (goes to the audit trail)")
+    tgt.add_argument("--json", action="store_true")
+    tgt.set_defaults(func=cmd_target)
     return parser
 
 

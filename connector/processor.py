@@ -457,7 +457,8 @@ class Processor:
                 await self._not_sent(rec, state, decision, ended)
                 return
             breaker = self._breakers[rec.request.limit_key]
-            if self._outage_policy(rec.request) == "park" and not breaker.closed:
+            parks = self._outage_policy(rec.request) == "park" or breaker.paused
+            if parks and not breaker.closed:
                 reason = f"target {rec.request.limit_key} is down (circuit open)"
                 await self._park(rec, reason, ended)
                 return
@@ -511,7 +512,7 @@ class Processor:
             again = judge(self._store.get(key), rec.event.event_id, rec.source.offset, mark.status)
             if again.verdict is not Verdict.SEND:
                 raise _Overtaken(again)
-            if policy_name == "park" and not breaker.closed:
+            if (policy_name == "park" or breaker.paused) and not breaker.closed:
                 raise _Park
             if policy_name == "stop":
                 await self._await_breaker(lease, breaker)

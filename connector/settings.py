@@ -83,12 +83,18 @@ class TopicSettings(BaseModel):
     dead_letter: str = "assessment.dlq"
     # Events of a target that is down wait here, in order (empty: "<events>.parked").
     parked: str = ""
+    # Operators' pause/resume per target, compacted (empty: "<events>.control").
+    control: str = ""
     partitions: int = Field(default=6, gt=0)
     replication_factor: int = Field(default=1, gt=0)
 
     @property
     def parking(self) -> str:
         return self.parked or f"{self.events}.parked"
+
+    @property
+    def control_topic(self) -> str:
+        return self.control or f"{self.events}.control"
 
 
 class KomboSettings(BaseModel):

@@ -75,6 +75,14 @@ def definitions(settings: Settings) -> list[TopicDefinition]:
             },
         ),
         TopicDefinition(
+            role="control",
+            name=t.control_topic,
+            partitions=1,
+            replication_factor=t.replication_factor,
+            description="Operators' pause/resume per target (connector target); key = target.",
+            configs={"cleanup.policy": "compact"},
+        ),
+        TopicDefinition(
             role="dead_letter",
             name=t.dead_letter,
             partitions=t.partitions,

@@ -243,8 +243,8 @@ async def test_broker_restart_mid_run(
 
 # -- 3. one integration down, the others unaffected -----------------------------------------
 
-# The issue asks for a 60 s figure: RESILIENCE_OUTAGE_S=60 runs it once locally; CI keeps 20 s.
-OUTAGE_S = float(os.environ.get("RESILIENCE_OUTAGE_S", "20"))
+# Issue 11 asks for 30 minutes (RESILIENCE_OUTAGE_S=1800 runs it locally); CI runs 2 minutes.
+OUTAGE_S = float(os.environ.get("RESILIENCE_OUTAGE_S", "120"))
 BASELINE_S = 8.0  # steady stream before the outage: the reference window
 STREAM_RATE = 80.0  # events/s, all targets together (one worker's headroom on 2 shared cores)
 LATENCY_SLO_S = 2.0  # a healthy event "on time" reaches the vendor within this of its publication
@@ -286,14 +286,29 @@ def window_stats(
     }
 
 
-async def sample_in_flight(worker: WorkerProcess, into: list[tuple[float, int]]) -> None:
-    """Every 0.5 s: the worker's records in flight (its ``/health/ready`` body)."""
+async def sample_in_flight(
+    worker: WorkerProcess,
+    into: list[tuple[float, int]],
+    rss: list[tuple[float, float]] | None = None,
+) -> None:
+    """Every 0.5 s: the worker's records in flight (its ``/health/ready`` body) and RSS."""
     url = f"http://127.0.0.1:{worker.web_port}/health/ready"
     async with httpx.AsyncClient(timeout=2.0) as client:
         while True:
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 into.append((time.time(), (await client.get(url)).json()["in_flight"]))
+            if rss is not None and worker.pid is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    rss.append((time.time(), rss_mib(worker.pid)))
             await asyncio.sleep(0.5)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise ValueError("no VmRSS")
 
 
 @pytest.mark.slow
@@ -305,13 +320,12 @@ async def test_outage_of_one_integration_does_not_block_others(
     ``BASELINE_S`` reference window, A answers 503 to everything for ``OUTAGE_S``. Healthy
     events (B and Comeet) must reach their vendor as promptly as before: the share delivered
     within ``LATENCY_SLO_S`` of publication during the outage is at least 90 % of the
-    baseline's. A's events wait, retried with backoff, and arrive in order after it."""
+    baseline's. A's events park (the default outage policy: nothing is dead-lettered, the
+    worker's memory does not grow with the outage) and arrive in order after it."""
     deployment.env.update(
         {
             "CONNECTOR_DELIVERY__BACKOFF_INITIAL_S": "0.2",
             "CONNECTOR_DELIVERY__BACKOFF_MAX_S": "2",
-            "CONNECTOR_DELIVERY__MAX_ATTEMPTS": "1000",
-            "CONNECTOR_DELIVERY__RETRY_DEADLINE_S": str(OUTAGE_S + 120),
         }
     )
     sandboxes.set_latency(10)
@@ -330,8 +344,16 @@ async def test_outage_of_one_integration_does_not_block_others(
     stream = [ledger.event(e) for e in staggered(orders)]
     down = {e["event_id"] for order in orders[::DOWN_EVERY] for e in order}
     healthy = set(ledger.events) - down
-    worker = await start(deployment.worker("w1", start=False))
+    worker = await start(
+        deployment.worker(
+            "w1",
+            start=False,
+            CONNECTOR_DELIVERY__BREAKER_COOL_DOWN_S="1",
+            CONNECTOR_DELIVERY__BREAKER_MAX_COOL_DOWN_S="5",
+        )
+    )
     in_flight: list[tuple[float, int]] = []
+    rss: list[tuple[float, float]] = []
 
     async with (
         publisher_for(deployment, ledger) as publisher,
@@ -339,7 +361,7 @@ async def test_outage_of_one_integration_does_not_block_others(
     ):
         stream_start = time.time()
         publishing = asyncio.create_task(publisher.send_paced(stream, STREAM_RATE))
-        sampling = asyncio.create_task(sample_in_flight(worker, in_flight))
+        sampling = asyncio.create_task(sample_in_flight(worker, in_flight, rss))
         try:
             await asyncio.sleep(BASELINE_S)
             sandboxes.kombo.faults.add_outage(OUTAGE_S, target=OUTAGE_INTEGRATION)
@@ -384,6 +406,10 @@ async def test_outage_of_one_integration_does_not_block_others(
         if s.event_id in down and outage_start <= (s.sent_at or 0) < outage_end
     ]
     report.elapsed_s = round(drained_at - stream_start, 1)
+    # Memory must not grow with the outage's length: parked events wait in Kafka.
+    early = [m for t, m in rss if outage_start + 10 <= t < outage_start + OUTAGE_S / 3]
+    late = [m for t, m in rss if outage_end - OUTAGE_S / 3 <= t < outage_end]
+    rss_growth = (max(late) - max(early)) if early and late else None
     record(
         "outage_isolation",
         report,
@@ -408,6 +434,10 @@ async def test_outage_of_one_integration_does_not_block_others(
             "down_drained_after_outage_s": round(max(down_delivered) - outage_end, 1)
             if down_delivered
             else None,
+            "rss_mib_early_outage": round(max(early), 1) if early else None,
+            "rss_mib_late_outage": round(max(late), 1) if late else None,
+            "rss_growth_mib": round(rss_growth, 1) if rss_growth is not None else None,
+            "dead_lettered": report.dead_lettered,
         },
     )
     print(
@@ -423,6 +453,9 @@ async def test_outage_of_one_integration_does_not_block_others(
     ][:10]
     assert all(first_ok[e] >= outage_end - 0.5 for e in down_in_outage)
     assert on_time_ratio >= 0.9, (baseline, during)
+    assert report.dead_lettered == 0
+    assert down_delivered and max(down_delivered) - outage_end <= 120
+    assert rss_growth is not None and rss_growth < 40, (early, late)
 
 
 # -- 4. a large mixed run: every input record ends exactly once --------------------------------
