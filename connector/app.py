@@ -152,9 +152,10 @@ class _FencedApp(faust.App):
     connector: ConnectorApp | None = None
 
     def on_rebalance_start(self) -> None:
-        # Called synchronously, first, when partitions are revoked.
+        # Called first when partitions are revoked, from Faust's consumer thread: one
+        # attribute write fences the ending generation; the event loop does the rest.
         if self.connector is not None:
-            self.connector.fence()
+            self.connector.fence_generation(self.consumer_generation_id)
         super().on_rebalance_start()
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
@@ -216,15 +217,17 @@ class ConnectorApp:
             return []
         return [self.dispatcher, self.processor.parking_dispatcher]
 
-    def fence(self) -> None:
-        """Revoke every partition's lease at once (synchronous: nothing new starts)."""
+    def fence_generation(self, generation: int) -> None:
+        """Fence every lease of ``generation`` and older; safe from another thread."""
         for dispatcher in self._dispatchers():
-            dispatcher.revoke()
+            dispatcher.fence_generation(generation)
 
     async def fence_and_drain(self) -> None:
-        """Fence, then end the fenced jobs; calls on the wire are awaited, bounded."""
-        self.fence()
-        bound = self.settings.delivery.call_timeout_s
+        """Revoke every lease, then end the fenced jobs; calls on the wire are awaited."""
+        for dispatcher in self._dispatchers():
+            dispatcher.revoke()
+        # The call bound, plus a margin to record the result of a call that ends late.
+        bound = self.settings.delivery.call_timeout_s + 5.0
         await asyncio.gather(*(d.drain_revoked(bound) for d in self._dispatchers()))
 
     async def close(self) -> None:
@@ -311,7 +314,9 @@ def create_app(settings: Settings) -> ConnectorApp:
             source = SourceRef(
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
-            await processor.handle(source, message.key, message.value, _acker(event))
+            await processor.handle(
+                source, message.key, message.value, _acker(event), message.generation_id
+            )
 
     @app.agent(parking, name="parked", concurrency=1)
     async def deliver_parked(stream: faust.StreamT) -> None:
@@ -323,7 +328,7 @@ def create_app(settings: Settings) -> ConnectorApp:
             )
             headers = _headers(message.headers)
             await processor.handle_parked(
-                source, message.key, message.value, headers, _acker(event)
+                source, message.key, message.value, headers, _acker(event), message.generation_id
             )
 
     @app.task

@@ -136,11 +136,10 @@ async def deliver(
         error: DeliveryError | None = None
         result: CallResult | None = None
         try:
-            with on_wire() if on_wire is not None else nullcontext():
-                if http_slots is not None:
-                    async with http_slots:
-                        result = await client.send(request)
-                else:
+            # The slot first: a job waiting for one is not on the wire, and must not
+            # send once its partition is revoked (on_wire checks that on entry).
+            async with http_slots if http_slots is not None else _NO_SLOT:
+                with on_wire() if on_wire is not None else nullcontext():
                     result = await client.send(request)
         except DeliveryError as exc:
             error = exc
@@ -172,6 +171,17 @@ async def deliver(
         await asyncio.sleep(delay)
 
 
+class _NoSlot:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
+
+
 @dataclass(slots=True)
 class _Entry:
     offset: int
@@ -180,25 +190,58 @@ class _Entry:
     done: bool = False
 
 
+class _Fence:
+    """The newest consumer generation fenced; written by Faust's consumer thread."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation = -1
+
+
 class Lease:
     """A job's right to act for its partition, lost when the partition is revoked.
 
-    One lease per partition *incarnation*: from an assignment to its revocation.
-    After a revoke a job of the old incarnation must not send, write state, write
-    audit records or acknowledge: the partition's next owner replays its records
-    from the committed offset.
+    One lease per partition *incarnation*: from an assignment (a consumer group
+    generation) to its revocation. After a revoke a job of the old incarnation
+    must not send, write state, write audit records or acknowledge: the
+    partition's next owner replays its records from the committed offset.
+
+    Faust runs the Kafka consumer in its own thread, which learns of a rebalance
+    first: it fences the ending generation with one attribute write (no asyncio
+    call from that thread), and every lease of that generation reads as revoked
+    from then on. The event loop then ends the fenced jobs
+    (:meth:`OrderedDispatcher.drain_revoked`).
     """
 
-    __slots__ = ("_entries", "_exempt", "_tails", "_tasks", "_wire", "partition", "revoked")
+    __slots__ = (
+        "_entries",
+        "_exempt",
+        "_fence",
+        "_revoked",
+        "_tails",
+        "_tasks",
+        "_wire",
+        "generation",
+        "partition",
+    )
 
-    def __init__(self, partition: Hashable) -> None:
+    def __init__(
+        self, partition: Hashable, generation: int = 0, fence: _Fence | None = None
+    ) -> None:
         self.partition = partition
-        self.revoked = False
+        self.generation = generation
+        self._fence = fence or _Fence()
+        self._revoked = False
         self._entries: deque[_Entry] = deque()
         self._tails: dict[Hashable, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wire: set[asyncio.Task[Any]] = set()
         self._exempt: set[asyncio.Task[Any]] = set()
+
+    @property
+    def revoked(self) -> bool:
+        return self._revoked or self.generation <= self._fence.generation
 
     @property
     def valid(self) -> bool:
@@ -243,6 +286,7 @@ class OrderedDispatcher:
         self._bytes_freed = asyncio.Event()
         self._leases: dict[Hashable, Lease] = {}
         self._revoked: list[Lease] = []
+        self._fence = _Fence()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -257,12 +301,27 @@ class OrderedDispatcher:
     def saturated(self) -> bool:
         return self._slots.locked()
 
-    def lease(self, partition: Hashable) -> Lease:
-        """The partition's current lease (a new one after a revoke)."""
+    def lease(self, partition: Hashable, generation: int | None = None) -> Lease:
+        """The lease for a record of ``partition`` read in consumer ``generation``.
+
+        A record of a fenced generation gets a revoked lease: it is dropped,
+        unacknowledged, and its partition's next owner reads it again.
+        """
+        generation = 0 if generation is None else generation
+        if generation <= self._fence.generation:
+            return Lease(partition, generation, self._fence)  # revoked from birth
         lease = self._leases.get(partition)
-        if lease is None:
-            lease = self._leases[partition] = Lease(partition)
+        if lease is None or lease.generation != generation or lease.revoked:
+            if lease is not None and not lease._revoked:
+                lease._revoked = True
+                self._revoked.append(lease)
+            lease = self._leases[partition] = Lease(partition, generation, self._fence)
         return lease
+
+    def fence_generation(self, generation: int) -> None:
+        """Fence every lease of ``generation`` and older. Safe from another thread."""
+        if generation > self._fence.generation:
+            self._fence.generation = generation
 
     async def submit(
         self,
@@ -364,7 +423,7 @@ class OrderedDispatcher:
         for partition in chosen:
             lease = self._leases.pop(partition, None)
             if lease is not None:
-                lease.revoked = True
+                lease._revoked = True
                 fenced.append(lease)
         self._revoked.extend(fenced)
         return fenced

@@ -94,6 +94,11 @@ class OrderState:
     # The offset of the newest record of this order moved to the parking topic and
     # not yet ended there: while set, every later event of the order parks behind it.
     parked: int | None = None
+    # Once ids have been forgotten, an unknown id may be an old event published again.
+    # ``horizon`` (the newest occurred_at sent, epoch seconds) then dates it: one that
+    # happened before what the vendor may have is superseded.
+    forgot: bool = False
+    horizon: float | None = None
     # (event id, first sequence, delivered) for the most recent ids, oldest first.
     ids: tuple[tuple[str, int, bool], ...] = ()
 
@@ -161,11 +166,13 @@ def judge(
     offset: int,
     wanted: OrderStatus | None,
     event_type: str = "",
+    occurred_at: float | None = None,
 ) -> Decision:
     """Decide whether one event may be sent now. Pure; never raises.
 
     ``offset`` is the record's offset: the event's sequence unless the order
-    saw this event id before.
+    saw this event id before. ``occurred_at`` (epoch seconds) dates an id the
+    order may have forgotten.
     """
     state = state or OrderState()
     first = state.seq_of(event_id)
@@ -173,6 +180,18 @@ def judge(
     confirmed = state.confirmed
     if state.delivered(event_id) or (confirmed is not None and confirmed.event_id == event_id):
         return Decision(Verdict.DUPLICATE, mark, "event id already delivered")
+    if (
+        first is None
+        and state.forgot
+        and occurred_at is not None
+        and state.horizon is not None
+        and occurred_at < state.horizon
+    ):
+        reason = (
+            "superseded: it happened before events the vendor may have "
+            "(an old event published again; its id is no longer remembered)"
+        )
+        return Decision(Verdict.REJECTED, mark, reason)
     newest = state.newest
     if newest is not None and newest.event_id != event_id and newest.seq > mark.seq:
         how = "already has" if newest is confirmed else "may already have"
@@ -206,9 +225,22 @@ def _remember(
     return (*kept, (mark.event_id, mark.seq, delivered))[-limit:]
 
 
-def begin(state: OrderState | None, mark: Mark, *, id_limit: int = 64) -> OrderState:
+def _forgets(ids: tuple[tuple[str, int, bool], ...], mark: Mark, limit: int) -> bool:
+    return len(ids) >= limit and all(entry[0] != mark.event_id for entry in ids)
+
+
+def begin(
+    state: OrderState | None,
+    mark: Mark,
+    *,
+    id_limit: int = 64,
+    occurred_at: float | None = None,
+) -> OrderState:
     """Record the intent to send ``mark``: from now on the vendor may have it."""
     state = state or OrderState()
+    horizon = state.horizon
+    if occurred_at is not None and (horizon is None or occurred_at > horizon):
+        horizon = occurred_at
     # A pending send found here has an unknown fate (a timeout, or a worker that
     # died during it). The same event: its resend inherits the doubt. Another,
     # older one: the vendor may still have it.
@@ -222,21 +254,36 @@ def begin(state: OrderState | None, mark: Mark, *, id_limit: int = 64) -> OrderS
         pending=mark,
         uncertain=again,
         maybe=maybe,
+        forgot=state.forgot or _forgets(state.ids, mark, id_limit),
+        horizon=horizon,
         ids=_remember(state.ids, mark, False, id_limit),
     )
 
 
 def confirm(state: OrderState | None, mark: Mark, *, id_limit: int = 64) -> OrderState:
-    """The vendor acknowledged ``mark``."""
+    """The vendor acknowledged ``mark``.
+
+    Monotonic: a confirmation never lowers what is known, even if a slower,
+    older call is confirmed after a newer one (which the per-order serial
+    sending rules out, but the state does not rely on it).
+    """
     state = state or OrderState()
-    # One order sends one event at a time, so a pending mark is this one's; an older
-    # send of unknown fate no longer matters once a newer one is confirmed.
-    return OrderState(
-        status=mark.status if mark.status is not None else state.status,
-        confirmed=mark,
-        pending=None,
-        maybe=None,
-        parked=state.parked,
+    newer = state.confirmed if state.confirmed and state.confirmed.seq > mark.seq else mark
+    status = state.status
+    if not status.is_final and mark.status is not None:
+        status = mark.status
+    pending = state.pending
+    if pending is not None and (pending.event_id == mark.event_id or pending.seq <= newer.seq):
+        pending = None
+    maybe = state.maybe if state.maybe is not None and state.maybe.seq > newer.seq else None
+    return replace(
+        state,
+        status=status,
+        confirmed=newer,
+        pending=pending,
+        uncertain=state.uncertain if pending is not None else False,
+        maybe=maybe,
+        forgot=state.forgot or _forgets(state.ids, mark, id_limit),
         ids=_remember(state.ids, mark, True, id_limit),
     )
 
@@ -298,6 +345,8 @@ def encode_state(state: OrderState) -> bytes:
         "u": 1 if state.uncertain else 0,
         "m": _mark_json(state.maybe),
         "k": state.parked,
+        "f": 1 if state.forgot else 0,
+        "h": state.horizon,
         "i": [[event_id, seq, 1 if done else 0] for event_id, seq, done in state.ids],
     }
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
@@ -315,6 +364,8 @@ def decode_state(raw: bytes | str | dict[str, Any] | None) -> OrderState | None:
             uncertain=bool(doc.get("u")),
             maybe=_mark(doc.get("m")),
             parked=doc.get("k"),
+            forgot=bool(doc.get("f")),
+            horizon=doc.get("h"),
             ids=tuple((str(i), int(s), bool(d)) for i, s, d in doc.get("i", ())),
         )
     return _decode_v1(doc)
@@ -323,18 +374,26 @@ def decode_state(raw: bytes | str | dict[str, Any] | None) -> OrderState | None:
 def _decode_v1(doc: dict[str, Any]) -> OrderState:
     """The first version kept accepted and delivered ids and the confirmed final status.
 
-    Its ids carry no sequence; they are kept as the oldest (-1) so that any
-    event newer than them is judged by the status rules. An accepted status
-    beyond the confirmed one was an unconfirmed send: it stays possible.
+    Its ids carry no offsets. The last delivered id becomes the confirmed mark
+    (sequence -1) and every other id is older (-2), so replaying one of them
+    after it is superseded; an accepted final status beyond the confirmed one
+    was an unconfirmed send: it stays possible, and that event may go again.
     """
     confirmed_status = OrderStatus(doc.get("delivered_status", "OPEN"))
     accepted_status = OrderStatus(doc.get("status", "OPEN"))
-    delivered = set(doc.get("delivered", ()))
-    known = dict.fromkeys([*doc.get("accepted", ()), *doc.get("delivered", ())])
-    ids = tuple((str(i), -1, i in delivered) for i in known)
+    delivered = list(doc.get("delivered", ()))
+    final_id = doc.get("final_event_id")
+    known = dict.fromkeys([*doc.get("accepted", ()), *delivered])
+    last = delivered[-1] if delivered else None
+    confirmed = Mark(str(last), -1, None) if last is not None else None
+    ids = tuple((str(i), -1 if i in (last, final_id) else -2, i in delivered) for i in known)
     pending = None
     if accepted_status.is_final and accepted_status is not confirmed_status:
-        pending = Mark(doc.get("final_event_id") or "?", -1, accepted_status)
+        pending = Mark(final_id or "?", -1, accepted_status)
     return OrderState(
-        status=confirmed_status, pending=pending, uncertain=pending is not None, ids=ids
+        status=confirmed_status,
+        confirmed=confirmed,
+        pending=pending,
+        uncertain=pending is not None,
+        ids=ids,
     )

@@ -230,11 +230,15 @@ class Processor:
         key: bytes | None,
         value: bytes | None,
         ack: Callable[[], None],
+        generation: int | None = None,
     ) -> None:
-        """Admit one input record's job. Never raises."""
-        # Taken before anything awaits: a record read before a revoke belongs to the
-        # old incarnation and is dropped unacknowledged if the revoke comes first.
-        lease = self._dispatcher.lease(source.partition)
+        """Admit one input record's job. Never raises.
+
+        ``generation``: the consumer group generation the record was read in; a
+        record of a fenced generation is dropped unacknowledged (read again by
+        its partition's next owner).
+        """
+        lease = self._dispatcher.lease(source.partition, generation)
         job, order_key = self._job_for(lease, source, key, value, parked=False)
         await self._dispatcher.submit(
             source.partition, source.offset, order_key, job, ack, _size(key, value), lease=lease
@@ -247,9 +251,10 @@ class Processor:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None,
         ack: Callable[[], None],
+        generation: int | None = None,
     ) -> None:
         """Admit one parking-topic record's job. Never raises."""
-        lease = self._parking.lease(parked_at.partition)
+        lease = self._parking.lease(parked_at.partition, generation)
         source, since = _origin(headers)
         job, order_key = self._job_for(
             lease, source or parked_at, key, value, parked=True, parked_since=since
@@ -428,7 +433,19 @@ class Processor:
 
     def _judge(self, rec: _Record, state: OrderState | None) -> Decision:
         event = rec.event
-        return judge(state, event.event_id, rec.source.offset, status_after(event), str(event.type))
+        return judge(
+            state,
+            event.event_id,
+            rec.source.offset,
+            status_after(event),
+            str(event.type),
+            event.occurred_at.timestamp(),
+        )
+
+    def _begin(self, rec: _Record, state: OrderState | None, mark: Mark) -> OrderState:
+        return begin(
+            state, mark, id_limit=self._id_limit, occurred_at=rec.event.occurred_at.timestamp()
+        )
 
     async def _not_sent(
         self, rec: _Record, state: OrderState | None, decision: Decision, ended: list[bool]
@@ -471,7 +488,7 @@ class Processor:
         mark = decision.mark
         # The intent is on the changelog before the request leaves: whoever replays
         # this order after a crash knows the vendor may have this event.
-        await self._save(lease, key, begin(state, mark, id_limit=self._id_limit))
+        await self._save(lease, key, self._begin(rec, state, mark))
         reason = "sent before, not confirmed: sending it again" if decision.resend else None
         await self._emit(lease, self._record(rec, Outcome.ACCEPTED, False, reason=reason))
         policy_name = self._outage_policy(request)
@@ -509,7 +526,7 @@ class Processor:
             # Judged again before every attempt: only this job may have moved the
             # order, and only while its partition is ours.
             lease.check(strict=True)
-            again = judge(self._store.get(key), rec.event.event_id, rec.source.offset, mark.status)
+            again = self._judge(rec, self._store.get(key))
             if again.verdict is not Verdict.SEND:
                 raise _Overtaken(again)
             if (policy_name == "park" or breaker.paused) and not breaker.closed:
@@ -675,7 +692,7 @@ class Processor:
                     await self._not_sent(rec, unpark(state, rec.source.offset), decision, ended)
                     return
                 mark = decision.mark
-                await self._save(lease, key, begin(state, mark, id_limit=self._id_limit))
+                await self._save(lease, key, self._begin(rec, state, mark))
                 latency = [0.0]
 
                 async def on_attempt(report: AttemptReport, latency: list[float] = latency) -> None:

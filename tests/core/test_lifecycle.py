@@ -215,8 +215,11 @@ OUTCOMES = ["ok", "refused", "timeout-applied", "timeout-lost"]
     crashes=st.lists(st.integers(0, 30), max_size=3),
     keep_local=st.booleans(),
     flushes=st.lists(st.booleans(), min_size=40, max_size=40),
+    id_limit=st.sampled_from([1, 2, 64]),
 )
-def test_the_vendor_only_moves_forward(log, outcomes, crashes, keep_local, flushes) -> None:
+def test_the_vendor_only_moves_forward(
+    log, outcomes, crashes, keep_local, flushes, id_limit
+) -> None:
     # An event id always carries the same status (copies are copies).
     statuses: dict[str, OrderStatus] = {}
     log = [(i, statuses.setdefault(i, s)) for i, s in log]
@@ -234,15 +237,16 @@ def test_the_vendor_only_moves_forward(log, outcomes, crashes, keep_local, flush
             position = world.committed
             continue
         event_id, wanted = log[position]
-        decision = judge(world.local, event_id, position, wanted)
+        happened = float(world.first[event_id])  # copies keep the time they happened
+        decision = judge(world.local, event_id, position, wanted, "", happened)
         if decision.verdict is Verdict.SEND:
-            intent = begin(world.local, decision.mark)
+            intent = begin(world.local, decision.mark, id_limit=id_limit, occurred_at=happened)
             world.local = world.durable = intent  # awaited before the call
             outcome = outcomes[step]
             if outcome in ("ok", "timeout-applied"):
                 world.vendor.append((world.first[event_id], event_id, wanted))
             if outcome == "ok":
-                world.local = confirm(world.local, decision.mark)
+                world.local = confirm(world.local, decision.mark, id_limit=id_limit)
             else:
                 arrived = outcome != "refused"
                 world.local = abandon(world.local, decision.mark, may_have_arrived=arrived)

@@ -111,7 +111,7 @@ async def test_an_exception_in_the_client_ends_as_a_dead_letter_not_an_ack() -> 
         "x".encode("ascii")
         raise UnicodeEncodeError("ascii", "ü", 0, 1, "ordinal not in range")
 
-    processor, store, sinks, client, dispatcher = build(boom)
+    processor, store, sinks, _, dispatcher = build(boom)
     acked: list[int] = []
     event = make_event("opened", target("comeet"))
     await feed(processor, [event], acked)
@@ -254,3 +254,72 @@ async def test_a_replayed_copy_after_the_final_event_is_superseded(copies: int) 
     assert [r.outcome for r in sinks.terminal()] == ["delivered", "delivered"] + [
         "duplicate"
     ] * copies
+
+
+async def test_a_fence_from_the_consumer_thread_stops_jobs_and_drops_stale_records() -> None:
+    """Faust's consumer thread learns of a rebalance first; its fence must hold at once."""
+    import threading
+
+    gate = asyncio.Event()
+
+    async def slow(_: VendorRequest) -> CallResult:
+        await gate.wait()
+        return CallResult(204)
+
+    processor, _, _, client, dispatcher = build(slow)
+    acked: list[int] = []
+    tgt = target("comeet")
+    first, second = make_event("opened", tgt), make_event("completed", tgt)
+    k1, v1 = record(first)
+    await processor.handle(
+        SourceRef(topic="t", partition=0, offset=0), k1, v1, lambda: acked.append(0), 1
+    )
+    await asyncio.sleep(0.05)
+    assert len(client.calls) == 1  # on the wire
+    thread = threading.Thread(target=dispatcher.fence_generation, args=(1,))
+    thread.start()
+    thread.join()
+    # A record of the fenced generation, read before the rebalance: dropped, unacknowledged.
+    k2, v2 = record(second)
+    await processor.handle(
+        SourceRef(topic="t", partition=0, offset=1), k2, v2, lambda: acked.append(1), 1
+    )
+    await asyncio.sleep(0.05)
+    assert len(client.calls) == 1
+    gate.set()
+    dispatcher.revoke()
+    await dispatcher.drain_revoked(2.0)
+    assert acked == []
+    # The next generation's records are processed.
+    await processor.handle(
+        SourceRef(topic="t", partition=0, offset=1), k2, v2, lambda: acked.append(1), 2
+    )
+    await dispatcher.join()
+    assert acked == [1]
+    assert [c.body["status"] for c in client.calls] == ["Assessment sent", "completed"]
+
+
+async def test_a_job_waiting_for_an_http_slot_sends_nothing_after_a_revoke() -> None:
+    gate = asyncio.Event()
+
+    async def slow(_: VendorRequest) -> CallResult:
+        await gate.wait()
+        return CallResult(204)
+
+    processor, _, _, client, dispatcher = build(slow)
+    processor._http_slots = asyncio.Semaphore(1)
+    acked: list[int] = []
+    await feed(
+        processor,
+        [make_event("opened", target("comeet")), make_event("opened", target("comeet"))],
+        acked,
+    )
+    await asyncio.sleep(0.05)
+    assert len(client.calls) == 1  # the second waits for the slot
+    dispatcher.revoke()
+    drain = asyncio.create_task(dispatcher.drain_revoked(2.0))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await drain
+    await asyncio.sleep(0.05)
+    assert len(client.calls) == 1 and acked == []
