@@ -146,6 +146,38 @@ class _TableStore:
         return self._table.last_changelog
 
 
+class _AckGate:
+    """Only the dispatcher acknowledges records of the topics it manages.
+
+    Faust acknowledges a message its stream *skips* (read in an older consumer
+    generation, or while flow is suspended in a rebalance) even under
+    ``noack()``, and with no committed offset to compare against it then
+    commits past records that were never processed (seen: parked events lost
+    after a rebalance). Acks from the dispatcher pass; Faust's own are ignored
+    for these topics, so a skipped record is simply read again from the
+    committed offset.
+    """
+
+    def __init__(self, consumer: Any, topics: set[str]) -> None:
+        self._approved: set[int] = set()
+        self._topics = topics
+        self._ack = consumer.ack
+        consumer.ack = self._gate
+
+    def _gate(self, message: Any) -> bool:
+        if message.topic in self._topics and id(message) not in self._approved:
+            return False
+        return bool(self._ack(message))
+
+    def ack(self, event: faust.EventT) -> None:
+        marker = id(event.message)
+        self._approved.add(marker)
+        try:
+            event.ack()
+        finally:
+            self._approved.discard(marker)
+
+
 class _FencedApp(faust.App):
     """faust.App whose rebalances fence the connector's jobs instead of waiting for them."""
 
@@ -184,6 +216,7 @@ class ConnectorApp:
     http: httpx.AsyncClient | None = None
     processor: Processor | None = None
     dispatcher: OrderedDispatcher | None = None
+    ack_gate: _AckGate | None = None
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -206,6 +239,9 @@ class ConnectorApp:
             )
             dispatcher = self.dispatcher
             consumer = self.app.consumer
+            self.ack_gate = _AckGate(
+                consumer, {self.settings.topics.events, self.settings.topics.parking}
+            )
             self.metrics.bind_gauges(
                 in_flight=lambda: dispatcher.pending,
                 paused=lambda: len(getattr(consumer, "_paused_partitions", ())),
@@ -315,7 +351,7 @@ def create_app(settings: Settings) -> ConnectorApp:
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
             await processor.handle(
-                source, message.key, message.value, _acker(event), message.generation_id
+                source, message.key, message.value, _acker(connector, event), message.generation_id
             )
 
     @app.agent(parking, name="parked", concurrency=1)
@@ -328,7 +364,12 @@ def create_app(settings: Settings) -> ConnectorApp:
             )
             headers = _headers(message.headers)
             await processor.handle_parked(
-                source, message.key, message.value, headers, _acker(event), message.generation_id
+                source,
+                message.key,
+                message.value,
+                headers,
+                _acker(connector, event),
+                message.generation_id,
             )
 
     @app.task
@@ -423,8 +464,11 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 
-def _acker(event: faust.EventT) -> Any:
+def _acker(connector: ConnectorApp, event: faust.EventT) -> Any:
+    gate = connector.ack_gate
+    assert gate is not None
+
     def ack() -> None:
-        event.ack()
+        gate.ack(event)
 
     return ack

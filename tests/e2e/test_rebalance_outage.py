@@ -163,6 +163,17 @@ async def test_rebalances_during_an_outage_are_fenced_and_short(
             "windows": windows,
             "throughput_ratios": ratios,
             "dead_lettered": dead,
+            "lost_sample": [
+                {
+                    **lost,
+                    "audit": [
+                        (r["outcome"], r["worker_id"], r.get("reason"))
+                        for r in follower.audit
+                        if r.get("event_id") == lost["event_id"]
+                    ],
+                }
+                for lost in report.details["lost"][:8]
+            ],
         },
     )
     print(
