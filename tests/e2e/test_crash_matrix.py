@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -362,14 +363,23 @@ async def one_kill(n: int, mode: str, cluster: Cluster, tap: Tap) -> tuple[Kill,
         tap.on_request = tap.on_answer = None
     if victim is None or not victim.running:
         victim = cluster.live[rng.randrange(len(cluster.live))]
-        ports = local_ports(victim.pid) if victim.pid is not None else set()
+        ports = local_ports(victim.pid) if victim.pid is not None else set()  # random instant
+    snapshot = list(tap.unanswered.values())
     with contextlib.suppress(ProcessLookupError):
         if victim.pid is not None:
             os.killpg(victim.pid, signal.SIGKILL)
     kill.at = time.time()
     if mode == "after_answer" and not kill.fallback:
         kill.since_answer_ms = round((kill.at - entry["answered_at"]) * 1000, 1)
-    kill.on_wire = sum(1 for e in list(tap.unanswered.values()) if e.get("peer_port") in ports)
+    # Reading /proc/net/tcp takes 10-30 ms here, too slow just before a kill. Afterwards, a
+    # request that was unanswered at the kill and not sent from a surviving worker's port
+    # was the victim's (the survivors' keep-alive connections outlive their requests).
+    survivors: set[int] = set()
+    for worker in cluster.live:
+        if worker is not victim and worker.pid is not None:
+            survivors |= local_ports(worker.pid)
+    ports |= {e["peer_port"] for e in snapshot if e.get("peer_port") not in survivors}
+    kill.on_wire = sum(1 for e in snapshot if e.get("peer_port") in ports)
     kill.victim = victim.worker_id
     kill.ports = ports
     return kill, victim
@@ -492,6 +502,36 @@ async def test_crash_matrix(deployment: Deployment, sandboxes: Sandboxes, tmp_pa
         "all_ended": done,
     }
     record_report("crash_matrix", report, tmp_path, figures)
+    dump = tmp_path / "crash_matrix_dump.json"
+    dump.write_text(
+        json.dumps(
+            {
+                "kills": [{**asdict(k), "ports": sorted(k.ports)} for k in kills],
+                "records": [
+                    {"event_id": r.event_id, "source": r.source, "sent_at": r.sent_at}
+                    for r in ledger.records
+                ],
+                "audit": audit,
+                "requests": [
+                    {k: v for k, v in e.items() if k not in ("headers",)} for e in requests
+                ],
+            },
+            default=str,
+        )
+    )
+    print(f"[crash_matrix] requests, audit and kills: {dump}")
+    for event_id in sorted({u["event_id"] for u in report.details["unaudited"]}):
+        trail = [
+            (r["worker_id"], r["outcome"], r["terminal"], r.get("reason"), r["time"])
+            for r in audit
+            if r["event_id"] == event_id
+        ]
+        calls = [
+            (e["index"], e["status_code"], e["received_at"], e.get("answered_at"), e["peer_port"])
+            for e in requests
+            if ledger.event_of(e["vendor"], e["key"], e["body"]) == event_id
+        ]
+        print(f"[crash_matrix] unaudited delivery {event_id}: audit {trail} calls {calls}")
     print(
         f"[crash_matrix] seed {SEED}: {len(kills)} kills ({dict(by_mode)}; "
         f"{figures['kills_with_requests_on_wire']} with requests on the wire, "
@@ -504,6 +544,8 @@ async def test_crash_matrix(deployment: Deployment, sandboxes: Sandboxes, tmp_pa
         f"wrong finals {len(wrong_final)}, {elapsed:.0f}s"
     )
 
+    for gap in missing_ranges(missing, audit, deployment.events_topic):
+        print(f"[crash_matrix] never ended: {gap}")
     workers = [w for w in deployment.workers]
     logs = "\n".join(f"--- {w.worker_id}\n{log_excerpt(w.log_path, n=8)}" for w in workers[-4:])
     assert len(kills) >= 20
@@ -516,6 +558,49 @@ async def test_crash_matrix(deployment: Deployment, sandboxes: Sandboxes, tmp_pa
     assert not wrong_final, f"orders without their final status: {list(wrong_final.items())[:10]}"
     assert_invariants(report, workers)
     assert done
+
+
+def missing_ranges(
+    missing: list[Sent], audit: list[dict[str, Any]], events_topic: str
+) -> list[dict[str, Any]]:
+    """Unended records as offset ranges per partition, with who handled the partition around
+    them (the last audit record before the range and the first after it): a range that no
+    worker ever touched, followed by later offsets that did end, was skipped."""
+    by_partition: dict[int, list[int]] = {}
+    for sent in missing:
+        if sent.source is not None:
+            by_partition.setdefault(sent.source[0], []).append(sent.source[1])
+    touched: dict[int, list[tuple[int, str, str, str]]] = {}
+    for r in audit:
+        source = r.get("source") or {}
+        if source.get("topic") == events_topic:
+            touched.setdefault(source["partition"], []).append(
+                (source["offset"], r["time"], r["worker_id"], r["outcome"])
+            )
+    out = []
+    for partition, offsets in sorted(by_partition.items()):
+        offsets.sort()
+        ranges: list[list[int]] = []
+        for offset in offsets:
+            if ranges and offset == ranges[-1][1] + 1:
+                ranges[-1][1] = offset
+            else:
+                ranges.append([offset, offset])
+        seen = touched.get(partition, [])
+        for first, last in ranges:
+            inside = [t for t in seen if first <= t[0] <= last]
+            before = max((t for t in seen if t[0] < first), key=lambda t: t[1], default=None)
+            after = min((t for t in seen if t[0] > last), key=lambda t: t[1], default=None)
+            out.append(
+                {
+                    "partition": partition,
+                    "offsets": (first, last),
+                    "audit_records_inside": len(inside),
+                    "last_before": before,
+                    "first_after": after,
+                }
+            )
+    return out
 
 
 def duplicate_causes(
