@@ -1,9 +1,10 @@
 """Audit and dead-letter records: what the connector decided and what happened.
 
-One audit record per decision (accepted, duplicate, rejected, invalid) and per
-call result (delivered, failed attempt, dead-lettered). Exactly one record per
-input event has ``terminal: true``: delivered, rejected, duplicate or
-dead_lettered; that is the invariant "every event ends in an audited outcome".
+One audit record per decision (duplicate, rejected, invalid, parked, and
+accepted for a second try) and per call result (delivered, failed attempt,
+dead-lettered). Each processing of an input record ends with exactly one record
+with ``terminal: true``: delivered, rejected, duplicate or dead_lettered; that
+is the invariant "every event ends in an audited outcome".
 
 Audit records never carry event content (attachments, summaries) or
 credentials: identity, decision, HTTP status, vendor code, timing. A

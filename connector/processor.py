@@ -489,8 +489,10 @@ class Processor:
         # The intent is on the changelog before the request leaves: whoever replays
         # this order after a crash knows the vendor may have this event.
         await self._save(lease, key, self._begin(rec, state, mark))
-        reason = "sent before, not confirmed: sending it again" if decision.resend else None
-        await self._emit(lease, self._record(rec, Outcome.ACCEPTED, False, reason=reason))
+        if decision.resend:
+            # The one decision a terminal record would not show: this is a second try.
+            reason = "sent before, not confirmed: sending it again"
+            await self._emit(lease, self._record(rec, Outcome.ACCEPTED, False, reason=reason))
         policy_name = self._outage_policy(request)
         breaker = self._breakers[request.limit_key]
         last_latency_ms = [0.0]
@@ -609,7 +611,12 @@ class Processor:
             after = abandon(self._store.get(key), mark, may_have_arrived=outcome.may_have_arrived)
         if leave_parking:
             after = unpark(after, rec.source.offset)
-        await self._save(lease, key, after)
+        # Not awaited: the record is acknowledged after this, and Faust flushes its
+        # producer before it commits (and when a revoke ends); if the worker dies
+        # first, the pending intent makes the replay send the same event again.
+        lease.check()
+        if after is not None:
+            self._store.put(key, after)
 
     async def _give_up(self, rec: _Record, error: DeliveryError, attempts: int) -> None:
         code = "permanent" if isinstance(error, PermanentDeliveryError) else "retries_exhausted"

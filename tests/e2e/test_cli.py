@@ -47,7 +47,7 @@ async def test_topics_publish_audit_and_dlq(
     assert f"{deployment.events_topic}" in ensured.stdout
     assert "created" in ensured.stdout
     again = await cli(env, "topics", "ensure")
-    assert again.stdout.count("exists") == 3
+    assert again.stdout.count("exists") == 5  # events, audit, parked, control, dead letters
     described = await cli(env, "topics", "describe")
     assert f"{deployment.audit_topic}" in described.stdout
     assert "4 partitions" in described.stdout
