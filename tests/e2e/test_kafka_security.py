@@ -260,7 +260,7 @@ async def _deliver_one_event(
     try:
         ensured = await cli(deployment.env, "topics", "ensure")
         assert ensured.returncode == 0, ensured.stderr
-        assert ensured.stdout.count("created") == 3, ensured.stdout
+        assert ensured.stdout.count("created") == 5, ensured.stdout  # + parked, control
 
         # DEBUG: the log scanned for the password holds everything the worker can say.
         worker = deployment.worker("w1", CONNECTOR_LOG_LEVEL="DEBUG")
@@ -329,7 +329,7 @@ async def test_cli_over_sasl_plain(
     }
     ensured = await cli(env, "topics", "ensure")
     assert ensured.returncode == 0, ensured.stderr
-    assert ensured.stdout.count("created") == 3, ensured.stdout
+    assert ensured.stdout.count("created") == 5, ensured.stdout  # + parked, control
     event = make_event("opened", target("comeet", f"c-{name}"))
     event_file = tmp_path / "opened.json"
     event_file.write_text(json.dumps(event), encoding="utf-8")

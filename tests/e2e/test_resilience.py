@@ -492,6 +492,9 @@ async def test_large_mixed_run_every_event_ends_once(
     deployment: Deployment, sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
     deployment.env["CONNECTOR_DELIVERY__MAX_ATTEMPTS"] = "10"
+    # An integration that never answers ends in dead letters only under this policy; under
+    # the default (park) its events wait for it, which the outage test covers.
+    deployment.env["CONNECTOR_DELIVERY__ON_OUTAGE"] = "dead_letter"
     sandboxes.kombo.faults.add_error(503, target=EXHAUSTED_INTEGRATION)
     sandboxes.kombo.faults.add_error(503, target=FLAKY_INTEGRATION, probability=0.1, seed=41)
     sandboxes.comeet.faults.add_error(503, probability=0.03, seed=42)
