@@ -48,6 +48,7 @@ from connector.lifecycle import OrderState, decode_state, encode_state
 from connector.metrics import Metrics
 from connector.processor import Processor
 from connector.ratelimit import RateLimiter
+from connector.recovery import install_recovery_fix
 from connector.settings import Settings
 from connector.vendors.base import VendorClient
 from connector.vendors.comeet import ComeetClient
@@ -307,6 +308,9 @@ class ConnectorApp:
 
 
 def create_app(settings: Settings) -> ConnectorApp:
+    # faust-streaming's table recovery can end for good after a timed-out step, or sit
+    # on a round that stopped receiving records: see connector.recovery.
+    install_recovery_fix()
     t = settings.topics
     data_dir = (Path(settings.data_dir) / settings.worker_id).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,16 @@ def installed() -> Iterator[None]:
 
 
 @pytest.fixture
-def vanilla() -> None:
-    """faust's own Recovery (the fix is installed per test, never left installed)."""
-    assert not fix.recovery_fix_installed()
+def vanilla() -> Iterator[None]:
+    """faust's own Recovery (create_app installs the fix process-wide: set it aside)."""
+    was_installed = fix.recovery_fix_installed()
+    if was_installed:
+        fix._uninstall_recovery_fix()
+    try:
+        yield
+    finally:
+        if was_installed:
+            fix.install_recovery_fix()
 
 
 class StubConsumer:

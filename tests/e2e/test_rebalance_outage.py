@@ -39,7 +39,7 @@ from tests.factories import target
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-OUTAGE_S = 45.0
+OUTAGE_S = 35.0
 BASELINE_S = 8.0
 STREAM_RATE = 60.0
 CONNECT_TIMEOUT_S = 2.0
