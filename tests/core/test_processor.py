@@ -323,3 +323,25 @@ async def test_a_job_waiting_for_an_http_slot_sends_nothing_after_a_revoke() -> 
     await drain
     await asyncio.sleep(0.05)
     assert len(client.calls) == 1 and acked == []
+
+
+async def test_duplicates_and_rejections_write_the_state_back() -> None:
+    """Issue 10.7: a changelog that missed a write heals on the order's next event."""
+    processor, store, sinks, _, dispatcher = build()
+    tgt = target("comeet")
+    opened, completed = make_event("opened", tgt), make_event("completed", tgt)
+    late = make_event("progress", tgt)
+    acked: list[int] = []
+    await feed(processor, [opened, completed, completed, late], acked)
+    await dispatcher.join()
+    assert [r.outcome for r in sinks.terminal()] == [
+        "delivered",
+        "delivered",
+        "duplicate",
+        "rejected",
+    ]
+    key = next(iter(store.data))
+    writes = [state for k, state in store.writes if k == key]
+    # intent + confirmation per delivered event, then one write back per later event
+    assert len(writes) == 6
+    assert writes[-1] == writes[-2] == writes[-3]
