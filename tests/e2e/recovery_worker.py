@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ def main() -> None:
         app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # Faust's default data directory is "<app id>-data" in the working directory.
+        datadir=tempfile.mkdtemp(prefix="recovery-worker-"),
         web_port=int(web_port),
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
