@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from connector.audit import AuditRecord, DeadLetter, Outcome, SourceRef
-from connector.breaker import Breakers
+from connector.breaker import Breaker, Breakers
 from connector.delivery import (
     AttemptReport,
     DeliveryOutcome,
@@ -313,6 +313,28 @@ class Processor:
             **fields,
         )
 
+    def _failed(
+        self,
+        rec: _Record,
+        error: DeliveryError,
+        latency_ms: float,
+        retryable: bool,
+        *,
+        attempt: int | None = None,
+    ) -> AuditRecord:
+        """One failed attempt."""
+        return self._record(
+            rec,
+            Outcome.FAILED,
+            False,
+            reason=error.message,
+            http_status=error.http_status,
+            vendor_code=error.vendor_code,
+            latency_ms=round(latency_ms, 3),
+            attempt=attempt,
+            retryable=retryable,
+        )
+
     def _letter(
         self,
         source: SourceRef,
@@ -501,24 +523,12 @@ class Processor:
         async def on_attempt(report: AttemptReport) -> None:
             last_latency_ms[0] = report.latency_ms
             error = report.error
+            _observe(breaker, error)
             if error is None:
-                breaker.on_success()
                 return
             maybe_arrived[0] = maybe_arrived[0] or error.may_have_arrived
-            if isinstance(error, RetryableDeliveryError):
-                breaker.on_failure()
-            else:
-                breaker.on_neutral()
-            failed = self._record(
-                rec,
-                Outcome.FAILED,
-                False,
-                reason=error.message,
-                http_status=error.http_status,
-                vendor_code=error.vendor_code,
-                latency_ms=round(report.latency_ms, 3),
-                attempt=report.attempt,
-                retryable=report.will_retry,
+            failed = self._failed(
+                rec, error, report.latency_ms, report.will_retry, attempt=report.attempt
             )
             await self._emit(lease, failed)
             if report.will_retry:
@@ -660,7 +670,7 @@ class Processor:
         )
         await self._emit(lease, self._record(rec, Outcome.PARKED, False, reason=reason))
 
-    async def _await_breaker(self, lease: Lease, breaker: Any) -> None:
+    async def _await_breaker(self, lease: Lease, breaker: Breaker) -> None:
         while not breaker.try_probe():
             lease.check(strict=True)
             wait = breaker.wait_s()
@@ -715,28 +725,15 @@ class Processor:
                 )
                 lease.check()
                 error = outcome.error
-                if outcome.ok:
-                    breaker.on_success()
-                elif isinstance(error, RetryableDeliveryError):
-                    breaker.on_failure()
-                    failed = self._record(
-                        rec,
-                        Outcome.FAILED,
-                        False,
-                        reason=error.message,
-                        http_status=error.http_status,
-                        vendor_code=error.vendor_code,
-                        latency_ms=round(latency[0], 3),
-                        retryable=True,
-                    )
+                _observe(breaker, error)
+                if isinstance(error, RetryableDeliveryError):
+                    failed = self._failed(rec, error, latency[0], True)
                     after = abandon(
                         self._store.get(key), mark, may_have_arrived=outcome.may_have_arrived
                     )
                     await self._save(lease, key, after)
                     await self._emit(lease, failed)
                     continue
-                else:
-                    breaker.on_neutral()
                 await self._finish(rec, mark, outcome, latency[0], ended, leave_parking=True)
                 return
 
@@ -759,6 +756,16 @@ class Processor:
             await self._save(
                 rec.lease, rec.key, unpark(self._store.get(rec.key), rec.source.offset)
             )
+
+
+def _observe(breaker: Breaker, error: DeliveryError | None) -> None:
+    """What one attempt says of its target: only retryable failures count against it."""
+    if error is None:
+        breaker.on_success()
+    elif isinstance(error, RetryableDeliveryError):
+        breaker.on_failure()
+    else:
+        breaker.on_neutral()
 
 
 def _size(key: bytes | None, value: bytes | None) -> int:
