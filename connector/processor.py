@@ -47,8 +47,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from connector import tracing
 from connector.audit import AuditRecord, DeadLetter, Outcome, SourceRef
 from connector.breaker import Breaker, Breakers
+from connector.context import EventContext
 from connector.delivery import (
     AttemptReport,
     DeliveryOutcome,
@@ -231,15 +233,17 @@ class Processor:
         value: bytes | None,
         ack: Callable[[], None],
         generation: int | None = None,
+        headers: Any = None,
     ) -> None:
         """Admit one input record's job. Never raises.
 
         ``generation``: the consumer group generation the record was read in; a
         record of a fenced generation is dropped unacknowledged (read again by
-        its partition's next owner).
+        its partition's next owner). ``headers``: the record's Kafka headers
+        (its W3C trace context, :mod:`connector.tracing`).
         """
         lease = self._dispatcher.lease(source.partition, generation)
-        job, order_key = self._job_for(lease, source, key, value, parked=False)
+        job, order_key = self._job_for(lease, source, key, value, parked=False, headers=headers)
         await self._dispatcher.submit(
             source.partition, source.offset, order_key, job, ack, _size(key, value), lease=lease
         )
@@ -257,7 +261,7 @@ class Processor:
         lease = self._parking.lease(parked_at.partition, generation)
         source, since = _origin(headers)
         job, order_key = self._job_for(
-            lease, source or parked_at, key, value, parked=True, parked_since=since
+            lease, source or parked_at, key, value, parked=True, parked_since=since, headers=headers
         )
         await self._parking.submit(
             parked_at.partition,
@@ -278,20 +282,34 @@ class Processor:
         *,
         parked: bool,
         parked_since: float | None = None,
+        headers: Any = None,
     ) -> tuple[Callable[[], Awaitable[None]], bytes | None]:
         try:
             event = parse_record(key, value, max_bytes=self._max_bytes)
             request = map_event(event)
         except InvalidEventError as exc:
-            return self._invalid_job(lease, source, key, value, exc, None), None
+            ctx = tracing.event_context(source.topic, source.partition, source.offset, headers)
+            return self._invalid_job(lease, source, key, value, exc, None, ctx), None
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
             logger.exception("unexpected error while decoding offset %s", source.offset)
             error = InvalidEventError(f"internal error: {type(exc).__name__}", code="internal")
-            return self._invalid_job(lease, source, key, value, error, None), None
+            ctx = tracing.event_context(source.topic, source.partition, source.offset, headers)
+            return self._invalid_job(lease, source, key, value, error, None, ctx), None
         assert key is not None  # parse_record checked it
         rec = _Record(lease, source, key, value, event, request, parked_since)
         run = self._run_parked if parked else self._run_order
-        return self._order_job(rec, run), key
+        # Logs, metrics, traces and audit records of this job read it (connector.context).
+        ctx = tracing.event_context(
+            source.topic,
+            source.partition,
+            source.offset,
+            headers,
+            event_id=event.event_id,
+            order_key=event.key,
+            vendor=request.vendor,
+            occurred_at=event.occurred_at.timestamp(),
+        )
+        return self._order_job(rec, run, ctx), key
 
     # -- records ---------------------------------------------------------------------------
     def _audit(self, event: Event | None, source: SourceRef, **fields: Any) -> AuditRecord:
@@ -408,27 +426,38 @@ class Processor:
         value: bytes | None,
         error: InvalidEventError,
         event: Event | None,
+        ctx: EventContext,
     ) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
-            reason = f"{error.code}: {error.reason}"
-            invalid = self._audit(
-                event, source, outcome=Outcome.INVALID, terminal=False, reason=reason
-            )
-            await self._emit(lease, invalid)
-            ended = self._audit(
-                event, source, outcome=Outcome.DEAD_LETTERED, terminal=True, reason=reason
-            )
-            await self._dead_letter(
-                lease, source, key, value, event, ended, code=error.code, reason=error.reason
-            )
+            tracing.start(ctx)
+            try:
+                reason = f"{error.code}: {error.reason}"
+                invalid = self._audit(
+                    event, source, outcome=Outcome.INVALID, terminal=False, reason=reason
+                )
+                await self._emit(lease, invalid)
+                ended = self._audit(
+                    event, source, outcome=Outcome.DEAD_LETTERED, terminal=True, reason=reason
+                )
+                await self._dead_letter(
+                    lease, source, key, value, event, ended, code=error.code, reason=error.reason
+                )
+            finally:
+                tracing.finish(ctx)
 
         return job
 
     def _order_job(
-        self, rec: _Record, run: Callable[[_Record, list[bool]], Awaitable[None]]
+        self,
+        rec: _Record,
+        run: Callable[[_Record, list[bool]], Awaitable[None]],
+        ctx: EventContext,
     ) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
             ended = [False]
+            # The job's own task context: every log line, audit record and vendor call
+            # of this job carries the event's identity and trace context from here on.
+            tracing.start(ctx)
             try:
                 await run(rec, ended)
             except RevokedError:
@@ -450,6 +479,8 @@ class Processor:
                     code="internal",
                     reason=reason,
                 )
+            finally:
+                tracing.finish(ctx)
 
         return job
 
@@ -663,6 +694,7 @@ class Processor:
         headers = [
             (PARKED_FROM_HEADER, origin),
             (PARKED_AT_HEADER, repr(time.time()).encode()),
+            *tracing.parked_headers(),  # the input's trace context goes along
         ]
         value = rec.value or b""
         await self._durably(
