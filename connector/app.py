@@ -387,7 +387,12 @@ def create_app(settings: Settings) -> ConnectorApp:
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
             await processor.handle(
-                source, message.key, message.value, _acker(connector, event), message.generation_id
+                source,
+                message.key,
+                message.value,
+                _acker(connector, event),
+                message.generation_id,
+                headers=message.headers,  # read for the W3C trace context only
             )
 
     @app.agent(parking, name="parked", concurrency=1)
