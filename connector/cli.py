@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from connector.errors import ConfigurationError
     from connector.logs import configure_logging
 
     args = build_parser().parse_args(argv)
@@ -304,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # aiokafka logs the cause (e.g. authentication failed) just above; one line here.
         print(f"connector: Kafka error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except ConfigurationError as exc:
+        # e.g. partition counts that disagree (topics ensure, worker): refuse, say why.
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

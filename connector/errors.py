@@ -11,6 +11,7 @@
         └── PermanentDeliveryError   the vendor refused the request: retrying cannot help
     RevokedError                   the partition moved away: the job stops, unacknowledged
     SinkError                      Kafka did not take a record: retried, never acknowledged
+    ConfigurationError             the deployment is unsafe to run as configured: refuse to start
 
 Vendor clients translate httpx and SDK exceptions into this hierarchy at their
 boundary (``raise ... from exc``); nothing above the vendor modules looks at
@@ -20,6 +21,7 @@ httpx or vendor error types.
 from __future__ import annotations
 
 __all__ = [
+    "ConfigurationError",
     "ConnectorError",
     "DeliveryError",
     "InvalidEventError",
@@ -115,3 +117,12 @@ class RevokedError(ConnectorError):
 
 class SinkError(ConnectorError):
     """Kafka did not take an audit, dead-letter or state record; the step is retried."""
+
+
+class ConfigurationError(ConnectorError):
+    """The deployment disagrees with itself (e.g. topics' partition counts): do not run.
+
+    Raised before a worker joins its group, so that nothing is processed under a
+    configuration that would break per-order ordering or the order table. The message
+    names what disagrees and how to fix it; the CLI prints it and exits with code 2.
+    """

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from connector.errors import ConfigurationError
 from connector.settings import KafkaSettings, Settings
-from connector.topics import TopicDefinition, definitions
+from connector.topics import TopicDefinition, changelog_topic, definitions
 
 __all__ = [
     "admin_client",
     "client_kwargs",
     "consumer",
     "ensure_topics",
+    "partition_count_problems",
     "producer",
     "ssl_context",
+    "verify_partition_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,11 +71,106 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> AIOKafkaConsumer
     return AIOKafkaConsumer(*topics, **client_kwargs(settings.kafka), **extra)
 
 
-async def ensure_topics(settings: Settings) -> list[TopicDefinition]:
-    """Create the connector's topics that do not exist yet; returns those created."""
+MIGRATION_PATH = (
+    "Kafka cannot change a topic's partition count in place without moving keys to other "
+    "partitions, which breaks each order's event order and separates orders from their "
+    "table state. Do not add partitions to these topics. To change the count: create a new "
+    "events topic with the new count (CONNECTOR_TOPICS__EVENTS), start the connector on it "
+    "under a new CONNECTOR_APP_ID (new parking topic and changelog, created with "
+    "CONNECTOR_TOPICS__PARTITIONS), copy the old changelog's state over by key, and replay "
+    "the old topic's unprocessed records into the new one. See README 'Changing the "
+    "partition count'."
+)
+
+
+def partition_count_problems(settings: Settings, actual: Mapping[str, int]) -> list[str]:
+    """What disagrees, given the partition counts of the topics that exist (by name).
+
+    Pure, so ``connector check`` and tests can reason about it without a broker.
+    The events topic, the parking topic and the table's changelog must have one count
+    (they are co-partitioned: partition p of each lives on the same worker), and it must
+    be ``CONNECTOR_TOPICS__PARTITIONS`` because Faust creates the missing ones with it.
+    The control topic has one partition: operators' commands are written to and read
+    from partition 0.
+    """
+    t = settings.topics
+    expected = t.partitions
+    co_partitioned = {
+        "events": t.events,
+        "parking": t.parking,
+        "changelog": changelog_topic(settings),
+    }
+    problems: list[str] = []
+    counts = {role: actual[name] for role, name in co_partitioned.items() if name in actual}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(
+            f"{co_partitioned[role]} ({role}) has {count}" for role, count in counts.items()
+        )
+        problems.append(f"co-partitioned topics disagree: {listing}")
+    for role, count in counts.items():
+        if count != expected:
+            problems.append(
+                f"{co_partitioned[role]} ({role}) has {count} partitions but "
+                f"CONNECTOR_TOPICS__PARTITIONS is {expected}"
+            )
+    control = t.control_topic
+    if control in actual and actual[control] != 1:
+        problems.append(
+            f"{control} (control) has {actual[control]} partitions; it must have 1 "
+            "(commands are written to and read from partition 0)"
+        )
+    return problems
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[str, int]:
+    wanted = set(names)
+    existing = wanted & set(await admin.list_topics())
+    if not existing:
+        return {}
+    return {
+        topic["topic"]: len(topic.get("partitions", []))
+        for topic in await admin.describe_topics(sorted(existing))
+        if topic.get("error_code", 0) == 0
+    }
+
+
+async def _check_partition_counts(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, int]:
+    t = settings.topics
+    names = [t.events, t.parking, t.control_topic, changelog_topic(settings)]
+    actual = await _partition_counts(admin, names)
+    problems = partition_count_problems(settings, actual)
+    if problems:
+        found = "; ".join(problems)
+        raise ConfigurationError(
+            f"partition counts disagree, refusing to run: {found}. {MIGRATION_PATH}"
+        )
+    return actual
+
+
+async def verify_partition_counts(settings: Settings) -> dict[str, int]:
+    """Raise :class:`ConfigurationError` when the co-partitioned topics disagree.
+
+    Checks the events, parking, control and changelog topics that exist (a missing one
+    is created later with the configured count). Returns the counts found, by topic.
+    """
     admin = admin_client(settings)
     await admin.start()
     try:
+        return await _check_partition_counts(admin, settings)
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings) -> list[TopicDefinition]:
+    """Create the connector's topics that do not exist yet; returns those created.
+
+    Refuses (:class:`ConfigurationError`) before creating anything when the existing
+    topics' partition counts disagree: a worker must not join its group then.
+    """
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await _check_partition_counts(admin, settings)
         existing = set(await admin.list_topics())
         missing = [d for d in definitions(settings) if d.name not in existing]
         if missing:

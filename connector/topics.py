@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from connector.settings import Settings
 
-__all__ = ["TopicDefinition", "definitions"]
+__all__ = ["TopicDefinition", "changelog_topic", "definitions"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,15 @@ class TopicDefinition:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The order table's changelog, which Faust names ``<app id>-<table>-changelog``.
+
+    Faust creates it when a worker starts, with ``CONNECTOR_TOPICS__PARTITIONS``
+    partitions; it is co-partitioned with the events topic like the parking topic.
+    """
+    return f"{settings.app_id}-orders-changelog"
 
 
 def definitions(settings: Settings) -> list[TopicDefinition]:
