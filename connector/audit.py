@@ -20,6 +20,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connector.context import CURRENT
+
 __all__ = [
     "TERMINAL_OUTCOMES",
     "AuditRecord",
@@ -32,6 +34,18 @@ __all__ = [
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# Records written by a delivery job keep the input record's W3C trace context without
+# threading it through every call: the job's task context holds it (connector.context).
+def _traceparent() -> str | None:
+    ctx = CURRENT.get()
+    return None if ctx is None else ctx.traceparent
+
+
+def _tracestate() -> str | None:
+    ctx = CURRENT.get()
+    return None if ctx is None else ctx.tracestate
 
 
 class Outcome(StrEnum):
@@ -85,6 +99,8 @@ class AuditRecord(BaseModel):
     retryable: bool | None = None
     warnings: list[str] = Field(default_factory=list)
     source: SourceRef | None = None
+    traceparent: str | None = Field(default_factory=_traceparent)  # W3C, from the input record
+    tracestate: str | None = Field(default_factory=_tracestate)
 
 
 class DeadLetter(BaseModel):
@@ -105,6 +121,8 @@ class DeadLetter(BaseModel):
     source: SourceRef | None = None
     original_key_b64: str | None = None
     original_value_b64: str | None = None
+    traceparent: str | None = Field(default_factory=_traceparent)  # W3C, from the input record
+    tracestate: str | None = Field(default_factory=_tracestate)
 
     @staticmethod
     def encode(raw: bytes | None) -> str | None:

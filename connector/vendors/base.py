@@ -31,6 +31,7 @@ from connector.errors import (
     RateLimitedError,
     RetryableDeliveryError,
 )
+from connector.tracing import outgoing_headers
 
 __all__ = [
     "RETRYABLE_HTTP_STATUSES",
@@ -210,6 +211,9 @@ async def send_http(
     outcome, so every failure is translated here, at the boundary (``raise ... from``).
     """
     check_headers(headers)
+    trace = outgoing_headers()  # the event's W3C trace context (validated when read)
+    if trace is not None:
+        headers = {**headers, **trace}
     try:
         return await http.request(method, url, params=params, json=body, headers=headers)
     except httpx.HTTPError as exc:
