@@ -9,14 +9,23 @@ is the invariant "every event ends in an audited outcome".
 Audit records never carry event content (attachments, summaries) or
 credentials: identity, decision, HTTP status, vendor code, timing. A
 dead-letter record carries the original record bytes, so that it can be
-replayed, plus why it was dead-lettered.
+replayed, plus why it was dead-lettered, and the input record's Kafka headers
+(restored on replay).
+
+The dead-letter topic also holds :class:`ReplayMarker` records (``kind:
+"replayed"``), written by ``connector dlq replay`` after it published a letter's
+original again, in the letter's own partition: ``connector dlq list`` shows a
+letter with a marker as replayed, and a later replay skips it. Readers tell the
+two apart by ``kind`` (letters written before it existed have none).
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,10 +35,14 @@ __all__ = [
     "TERMINAL_OUTCOMES",
     "AuditRecord",
     "DeadLetter",
+    "Header",
     "Outcome",
+    "ReplayMarker",
     "SourceRef",
     "now",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -99,8 +112,36 @@ class AuditRecord(BaseModel):
     retryable: bool | None = None
     warnings: list[str] = Field(default_factory=list)
     source: SourceRef | None = None
+    # Fields of the event this connector's schema does not name: accepted, never sent
+    # to a vendor, listed here so the producer's newer schema is visible (README
+    # "Compatibility rules"). Paths like ``target.tenant``; at most 20, then "…".
+    unknown_fields: list[str] = Field(default_factory=list)
     traceparent: str | None = Field(default_factory=_traceparent)  # W3C, from the input record
     tracestate: str | None = Field(default_factory=_tracestate)
+
+
+class Header(BaseModel):
+    """One Kafka record header: a name and its value as base64 (``null``: no value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    value_b64: str | None = None
+
+    @classmethod
+    def of(cls, headers: Any) -> list[Header]:
+        """From aiokafka's / Faust's ``[(name, bytes), ...]`` (or a mapping)."""
+        if not headers:
+            return []
+        items = headers.items() if isinstance(headers, dict) else headers
+        return [
+            cls(key=str(name), value_b64=None if value is None else DeadLetter.encode(value))
+            for name, value in items
+        ]
+
+    def pair(self) -> tuple[str, bytes]:
+        # aiokafka sends no null header values; an absent value goes back as empty.
+        return self.key, b"" if self.value_b64 is None else base64.b64decode(self.value_b64)
 
 
 class DeadLetter(BaseModel):
@@ -108,6 +149,7 @@ class DeadLetter(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    kind: Literal["dead_letter"] = "dead_letter"
     time: datetime = Field(default_factory=now)
     worker_id: str
     code: str  # invalid_event, contract_violation, permanent, retries_exhausted, ...
@@ -121,6 +163,8 @@ class DeadLetter(BaseModel):
     source: SourceRef | None = None
     original_key_b64: str | None = None
     original_value_b64: str | None = None
+    # The input record's headers, in order (restored by ``connector dlq replay``).
+    headers: list[Header] = Field(default_factory=list)
     traceparent: str | None = Field(default_factory=_traceparent)  # W3C, from the input record
     tracestate: str | None = Field(default_factory=_tracestate)
 
@@ -133,3 +177,23 @@ class DeadLetter(BaseModel):
             return None if text is None else base64.b64decode(text)
 
         return decode(self.original_key_b64), decode(self.original_value_b64)
+
+
+class ReplayMarker(BaseModel):
+    """On the dead-letter topic, next to its letter: that letter was published again.
+
+    Written by ``connector dlq replay`` once the broker has the replayed record, to
+    the letter's own partition (after the letter, in offset order).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["replayed"] = "replayed"
+    time: datetime = Field(default_factory=now)
+    by: str  # who replayed it: user@host of the operator's CLI
+    letter: SourceRef  # the dead letter's own position on the dead-letter topic
+    replayed_to: SourceRef  # where the original was published again
+    code: str
+    event_id: str | None = None
+    order_key: str | None = None
+    forced: bool = False  # replayed with --force although its code is not replayable

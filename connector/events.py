@@ -33,6 +33,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    PrivateAttr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -61,6 +62,9 @@ from connector.published_schema import (
 __all__ = [
     "MAX_ATTACHMENTS",
     "MAX_JSON_DEPTH",
+    "MAX_UNKNOWN_FIELDS_LISTED",
+    "SCHEMA_MAJOR",
+    "SCHEMA_VERSION",
     "Attachment",
     "ComeetTarget",
     "Event",
@@ -82,9 +86,19 @@ __all__ = [
     "event_json_schema",
     "order_key",
     "parse_record",
+    "schema_major",
 ]
 
 MAX_ATTACHMENTS = 5  # Kombo: attachments maxItems 5
+# Schema evolution (README "Compatibility rules"): a minor version only adds optional
+# fields, which this connector reads and ignores; a new major version may change what
+# known fields mean, so an event of an unknown major is dead-lettered, never guessed at.
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = "1.1"  # 1.1 added schema_version itself and the unknown-field rule
+# An event may carry any number of unknown fields; the audit record names only this many
+# (each name clipped), so a hostile producer cannot inflate every audit record.
+MAX_UNKNOWN_FIELDS_LISTED = 20
+MAX_UNKNOWN_FIELD_NAME = 64
 MAX_JSON_DEPTH = 32  # deeper input is hostile or broken; refuse before pydantic sees it
 GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 CONTENT_TYPE_PATTERN = r"^[\w.-]+\/[\w.-]+$"  # Kombo's pattern, verbatim
@@ -100,7 +114,13 @@ CONTENT_TYPE_SCHEMA_PATTERN = (
     + exact(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+").removeprefix("^")
 )
 SCHEMA_DESCRIPTION = (
-    "An event for the assessment results connector. Rules the connector enforces that "
+    "An event for the assessment results connector, schema version "
+    f"{SCHEMA_VERSION}. Compatibility: fields this schema does not name are accepted "
+    "(a producer may add optional fields before the connector is upgraded), ignored, "
+    "never sent to a vendor, and listed in the event's audit records (`unknown_fields`). "
+    f"`schema_version` is optional (missing means {SCHEMA_MAJOR}); an event whose major "
+    f"version is not {SCHEMA_MAJOR} is dead-lettered with code `unsupported_version`, a "
+    "malformed one as `schema`. Rules the connector enforces that "
     "JSON Schema (draft 2020-12) cannot express: a score's value must not exceed its max "
     "(dead letter `schema`); the Kafka record key must be the target's key "
     "(`kombo|<integration_id>|<assessment_order_id>`, `comeet|<evaluation_id>`, "
@@ -191,7 +211,64 @@ Base64 = Annotated[str, Publish(contentEncoding="base64", pattern=BASE64_PATTERN
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # Unknown fields are dropped at validation (README "Compatibility rules"): nothing
+    # downstream can send them to a vendor. parse_record lists them for the audit record.
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+
+# -- schema version ---------------------------------------------------------------------------
+
+_VERSION_TEXT = re.compile(r"^([0-9]{1,9})(?:\.[0-9]{1,9})?$")
+_VERSION_PROBLEM = 'must be a major version number (1) or a "major.minor" string ("1", "1.1")'
+
+
+def schema_major(value: Any) -> int:
+    """The major version of a ``schema_version`` value (missing or null: 1).
+
+    Raises ValueError for anything that is not a version (a ``schema`` dead letter);
+    an unknown major is the caller's decision (``unsupported_version``).
+    """
+    if value is None:
+        return SCHEMA_MAJOR
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
+        return value
+    # JSON Schema counts 1.0 as the integer 1; so does the connector.
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 10**9:
+        return int(value)
+    if isinstance(value, str):
+        match = _VERSION_TEXT.match(value)
+        if match is not None:
+            return int(match.group(1))
+    raise ValueError(f"{_VERSION_PROBLEM}, got {str(value)[:32]!r}")
+
+
+def _supported_version(value: int | str) -> int | str:
+    major = schema_major(value)
+    if major != SCHEMA_MAJOR:
+        raise ValueError(
+            f"major version {major} is not supported; this connector reads {SCHEMA_MAJOR}"
+        )
+    return value
+
+
+SchemaVersion = Annotated[
+    int | str,
+    AfterValidator(_supported_version),
+    WithJsonSchema(
+        {
+            "description": (
+                f"The event schema's version: the major number ({SCHEMA_MAJOR}) or "
+                f'"major.minor" (this schema is {SCHEMA_VERSION}). Missing means '
+                f"{SCHEMA_MAJOR}. Another major version is dead-lettered as "
+                "`unsupported_version`."
+            ),
+            "anyOf": [
+                {"type": "integer", "const": SCHEMA_MAJOR},
+                {"type": "string", "pattern": exact(f"{SCHEMA_MAJOR}(?:\\.[0-9]{{1,9}})?")},
+            ],
+        }
+    ),
+]
 
 
 class EventType(StrEnum):
@@ -349,10 +426,19 @@ class _EventBase(_Model):
         Publish(pattern=EVENT_ID_PATTERN),
     ]
     occurred_at: Timestamp
+    schema_version: SchemaVersion | None = None
+    # Set by parse_record: the paths of fields this connector does not know.
+    _unknown_fields: tuple[str, ...] = PrivateAttr(default=())
 
     @property
     def key(self) -> str:
         return order_key(self.target)  # type: ignore[attr-defined]
+
+    @property
+    def unknown_fields(self) -> tuple[str, ...]:
+        """Paths of the fields the producer sent that this schema does not name (at most
+        :data:`MAX_UNKNOWN_FIELDS_LISTED`, then ``"…"``): accepted and ignored."""
+        return self._unknown_fields
 
 
 class OrderOpened(_EventBase):
@@ -482,6 +568,43 @@ def _unpaired_surrogate_at(value: Any) -> str | None:
     return None
 
 
+def _field_name(name: str) -> str:
+    # Unknown names go to audit records and terminals: no control characters, bounded.
+    shown = _CONTROL_OR_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+    if len(shown) > MAX_UNKNOWN_FIELD_NAME:
+        shown = shown[: MAX_UNKNOWN_FIELD_NAME - 1] + "…"
+    return shown
+
+
+def _unknown_fields(raw: dict[str, Any], model: BaseModel) -> tuple[str, ...]:
+    """Paths (``a.b.0.c``) of the keys in ``raw`` that ``model``'s schema does not name.
+
+    Walks the raw document alongside the validated model, so a discriminated union's
+    branch is the one pydantic chose. Free-form objects (``kombo_remote_fields``) are
+    payload, not schema: their keys are never unknown fields.
+    """
+    found: list[str] = []
+    stack: list[tuple[dict[str, Any], BaseModel, str]] = [(raw, model, "")]
+    while stack and len(found) <= MAX_UNKNOWN_FIELDS_LISTED:
+        node, validated, path = stack.pop()
+        fields = type(validated).model_fields
+        for name, value in node.items():
+            if name not in fields:
+                found.append(path + _field_name(name))
+                continue
+            child = getattr(validated, name)
+            if isinstance(child, BaseModel) and isinstance(value, dict):
+                stack.append((value, child, f"{path}{name}."))
+            elif isinstance(child, list | tuple) and isinstance(value, list):
+                for index, (raw_item, item) in enumerate(zip(value, child, strict=False)):
+                    if isinstance(item, BaseModel) and isinstance(raw_item, dict):
+                        stack.append((raw_item, item, f"{path}{name}.{index}."))
+    found.sort()
+    if len(found) > MAX_UNKNOWN_FIELDS_LISTED:
+        return (*found[:MAX_UNKNOWN_FIELDS_LISTED], "…")
+    return tuple(found)
+
+
 def _format_validation_error(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:5]:
@@ -521,6 +644,18 @@ def parse_record(key: bytes | None, value: bytes | None, *, max_bytes: int) -> E
         raise InvalidEventError(
             f"event must be a JSON object, got {type(raw).__name__}", code="not_object"
         )
+    # The version first: another major version may name its types and fields differently.
+    try:
+        major = schema_major(raw.get("schema_version"))
+    except ValueError as exc:
+        raise InvalidEventError(f"schema_version: {exc}", code="schema") from None
+    if major != SCHEMA_MAJOR:
+        raise InvalidEventError(
+            f"schema_version {str(raw['schema_version'])[:32]!r} has major version {major}; "
+            f"this connector reads major version {SCHEMA_MAJOR}: upgrade the connector, then "
+            "replay (connector dlq replay --code unsupported_version --force)",
+            code="unsupported_version",
+        )
     event_type = raw.get("type")
     if not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
         raise InvalidEventError(
@@ -546,4 +681,6 @@ def parse_record(key: bytes | None, value: bytes | None, *, max_bytes: int) -> E
             f"record key {shown!r} does not match the event's target {expected!r}",
             code="key_mismatch",
         )
+    # Frozen models still take private attributes; the event is not shared yet.
+    event._unknown_fields = _unknown_fields(raw, event)
     return event

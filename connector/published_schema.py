@@ -154,7 +154,13 @@ class PublishedSchemaGenerator(GenerateJsonSchema):
 
     def generate(self, schema: CoreSchema, mode: Any = "validation") -> JsonSchemaValue:
         document = _swap(super().generate(schema, mode), JSON_VALUE_PLACEHOLDER, _JSON_VALUE_REF)
-        document.setdefault("$defs", {})["JsonValue"] = JSON_VALUE_SCHEMA
+        definitions = document.setdefault("$defs", {})
+        for definition in definitions.values():
+            # Said explicitly (it is JSON Schema's default): producers may add fields
+            # before the connector knows them (README "Compatibility rules").
+            if definition.get("type") == "object" and "properties" in definition:
+                definition.setdefault("additionalProperties", True)
+        definitions["JsonValue"] = JSON_VALUE_SCHEMA
         return {"$schema": self.schema_dialect, **document}
 
 

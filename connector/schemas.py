@@ -7,15 +7,34 @@ when a checked-in file differs from what the models generate now.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from connector.audit import AuditRecord, DeadLetter
+from pydantic import TypeAdapter
+
+from connector.audit import AuditRecord, DeadLetter, ReplayMarker
 from connector.events import event_json_schema
 from connector.settings import Settings
 from connector.topics import definitions
 
-__all__ = ["generated_files", "write"]
+__all__ = ["dead_letter_topic_schema", "generated_files", "write"]
+
+logger = logging.getLogger(__name__)
+
+
+def dead_letter_topic_schema() -> dict[str, Any]:
+    """The dead-letter topic holds letters and the replay markers ``connector dlq replay``
+    writes next to them; ``kind`` tells them apart (a letter without one is a letter)."""
+    document = TypeAdapter(DeadLetter | ReplayMarker).json_schema()
+    return {
+        "title": "Dead-letter topic record",
+        "description": (
+            "A dead letter (kind dead_letter, or no kind: written before markers existed) "
+            "or a replay marker (kind replayed) naming the letter it resolves."
+        ),
+        **document,
+    }
 
 
 def _dump(document: Any) -> str:
@@ -30,7 +49,7 @@ def generated_files() -> dict[str, str]:
         "topics.json": _dump([d.to_dict() for d in definitions(settings)]),
         "schemas/event.schema.json": _dump(event_json_schema()),
         "schemas/audit.schema.json": _dump(AuditRecord.model_json_schema()),
-        "schemas/dead-letter.schema.json": _dump(DeadLetter.model_json_schema()),
+        "schemas/dead-letter.schema.json": _dump(dead_letter_topic_schema()),
     }
 
 

@@ -176,15 +176,16 @@ INVALID: list[tuple[str, str, str, Any]] = [
     ("status text empty", "progress", "status_text", ""),
     ("status text too long", "progress", "status_text", "s" * 10_001),
     ("summary too long", "completed", "summary", "s" * 100_001),
-    ("unknown field", "completed", "unexpected", 1),
-    ("unknown target field", "opened", "target.extra", "x"),
+    ("schema_version not a version", "completed", "schema_version", "v1"),
+    ("schema_version negative", "completed", "schema_version", -1),
+    ("schema_version boolean", "completed", "schema_version", True),
+    ("schema_version minor only", "completed", "schema_version", ".1"),
     ("missing target", "completed", "target", _DROP),
     ("kombo target without order", "opened", "target.assessment_order_id", _DROP),
     ("unknown vendor", "opened", "target.vendor", "greenhouse"),
     ("outcome unknown", "completed", "outcome", "great"),
     ("cancel kind unknown", "cancelled", "kind", "vanished"),
     ("remote fields not an object", "completed", "kombo_remote_fields", ["x"]),
-    ("packages target with order", "packages", "target.assessment_order_id", "o"),
     ("package type unknown", "packages", "packages.0.type", "IQ_TEST"),
 ]
 
@@ -288,6 +289,15 @@ VALID_ODDITIES: list[tuple[str, str, str, Any]] = [
         "kombo_remote_fields",
         {"recruitee": {"subtitle": "ü 🎉"}},
     ),
+    # Producers evolve (README "Compatibility rules"): unknown fields anywhere, a version.
+    ("unknown field", "completed", "unexpected", 1),
+    ("unknown target field", "opened", "target.extra", "x"),
+    ("unknown sub-result field", "completed", "sub_results.0.weight", {"x": [1]}),
+    ("packages target with order", "packages", "target.assessment_order_id", "o"),
+    ("schema_version major", "completed", "schema_version", 1),
+    ("schema_version major.minor", "completed", "schema_version", "1.7"),
+    ("schema_version string major", "completed", "schema_version", "1"),
+    ("schema_version null", "completed", "schema_version", None),
 ]
 
 
@@ -299,6 +309,26 @@ def test_odd_but_valid_events_pass_both(name: str, kind: str, path: str, value: 
     event = event_adapter.validate_json(text)
     parse_record(event.key.encode(), text.encode(), max_bytes=BIG)
     VALIDATOR.validate(json.loads(text))
+
+
+@pytest.mark.parametrize("version", [2, "2.0", "0", 10, "17.3"])
+def test_an_unknown_major_version_is_its_own_dead_letter_and_the_schema_refuses_it(
+    version: Any,
+) -> None:
+    text = _corpus_event("completed", "schema_version", version)
+    with pytest.raises(InvalidEventError) as info:
+        parse_record(b"any key", text.encode(), max_bytes=BIG)
+    assert info.value.code == "unsupported_version", info.value.reason
+    assert not VALIDATOR.is_valid(json.loads(text))
+
+
+def test_the_schema_states_the_compatibility_rules() -> None:
+    assert "unsupported_version" in SCHEMA["description"]
+    assert "unknown_fields" in SCHEMA["description"]
+    completed = SCHEMA["$defs"]["OrderCompleted"]
+    assert completed["additionalProperties"] is True
+    assert "schema_version" in completed["properties"]
+    assert "schema_version" not in completed["required"]
 
 
 def _patterns(node: Any) -> set[str]:

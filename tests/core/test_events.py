@@ -117,7 +117,7 @@ def test_oversized_value() -> None:
         ),
         ({"attachments": [{"name": "a"}]}, "exactly one of data"),
         ({"event_id": ""}, "event_id"),
-        ({"unexpected": 1}, "unexpected"),
+        ({"schema_version": "one"}, "schema_version"),
     ],
 )
 def test_schema_errors_name_the_field(change: dict, fragment: str) -> None:
@@ -128,6 +128,74 @@ def test_schema_errors_name_the_field(change: dict, fragment: str) -> None:
     error = _reason(key, json.dumps(event).encode())
     assert error.code == "schema"
     assert fragment in error.reason
+
+
+# -- schema evolution (issue 14, item 3) -----------------------------------------------------
+
+
+def test_unknown_fields_are_accepted_listed_and_never_mapped() -> None:
+    from connector.vendors import map_event
+
+    for vendor in ("kombo", "comeet"):
+        event = make_event("completed", target(vendor, "o-evolve", "w:1"))
+        event["reviewer_note_v2"] = "new and optional"
+        event["target"]["tenant"] = "acme"
+        event["sub_results"][1]["weight"] = 0.5
+        event["attachments"] = [
+            {"name": "r.pdf", "content_type": "application/pdf", "data": PDF_B64, "pages": 3}
+        ]
+        event["kombo_remote_fields"] = {"recruitee": {"subtitle": "payload, not schema"}}
+        event["schema_version"] = "1.9"
+        parsed = parse(event)
+        assert parsed.unknown_fields == (
+            "attachments.0.pages",
+            "reviewer_note_v2",
+            "sub_results.1.weight",
+            "target.tenant",
+        )
+        assert parsed.key == f"{vendor}|w:1|o-evolve".replace("comeet|w:1|", "comeet|")
+        request = map_event(parsed)
+        body = json.dumps([request.path, request.params, request.headers, request.body])
+        for name in ("reviewer_note_v2", "tenant", "weight", "pages", "acme"):
+            assert name not in body
+
+
+def test_known_events_have_no_unknown_fields() -> None:
+    assert parse(make_event("completed")).unknown_fields == ()
+
+
+def test_unknown_field_names_are_bounded_and_printable() -> None:
+    event = make_event("opened") | {f"f{i:03}": i for i in range(500)}
+    event["bad\x1bname" + "x" * 200] = 1
+    listed = parse(event).unknown_fields
+    assert len(listed) == 21 and listed[-1] == "…"
+    assert all(len(name) <= 64 for name in listed)
+    hostile = make_event("opened") | {"a\x1b[2Jb": 1}
+    assert parse(hostile).unknown_fields == ("a\\u001b[2Jb",)
+
+
+@pytest.mark.parametrize("version", [None, 1, 1.0, "1", "1.0", "1.42"])
+def test_major_version_one_is_read(version: object) -> None:
+    event = make_event("opened") | {"schema_version": version}
+    assert parse(event).type == "order.opened"
+    without = make_event("opened")
+    assert "schema_version" not in without
+    assert parse(without).schema_version is None
+
+
+@pytest.mark.parametrize("version", [2, "2", "2.0", 0, "0.9", 99])
+def test_an_unknown_major_version_is_dead_lettered_before_anything_else(version: object) -> None:
+    # No type, no target: a future major may name them differently, so the version decides.
+    error = _reason(b"k", json.dumps({"schema_version": version, "kind": "new"}).encode())
+    assert error.code == "unsupported_version"
+    assert "major version" in error.reason and "upgrade the connector" in error.reason
+
+
+@pytest.mark.parametrize("version", ["v1", "1.x", "", True, -1, 1.5, [1], {"major": 1}])
+def test_a_malformed_version_is_a_schema_error(version: object) -> None:
+    error = _reason(b"k", json.dumps(make_event("opened") | {"schema_version": version}).encode())
+    assert error.code == "schema"
+    assert "schema_version" in error.reason
 
 
 def test_nan_and_infinity_are_refused() -> None:
