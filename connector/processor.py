@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from connector import tracing
-from connector.audit import AuditRecord, DeadLetter, Outcome, SourceRef
+from connector.audit import AuditRecord, DeadLetter, Header, Outcome, SourceRef
 from connector.breaker import Breaker, Breakers
 from connector.context import EventContext
 from connector.delivery import (
@@ -147,6 +147,7 @@ class _Record:
     event: Event
     request: VendorRequest
     parked_at: float | None = None  # a parked event: when it was parked
+    headers: tuple[tuple[str, bytes], ...] = ()  # the input record's, for its dead letter
 
 
 class _OrderLocks:
@@ -289,14 +290,17 @@ class Processor:
             request = map_event(event)
         except InvalidEventError as exc:
             ctx = tracing.event_context(source.topic, source.partition, source.offset, headers)
-            return self._invalid_job(lease, source, key, value, exc, None, ctx), None
+            job = self._invalid_job(lease, source, key, value, exc, None, ctx, headers)
+            return job, None
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
             logger.exception("unexpected error while decoding offset %s", source.offset)
             error = InvalidEventError(f"internal error: {type(exc).__name__}", code="internal")
             ctx = tracing.event_context(source.topic, source.partition, source.offset, headers)
-            return self._invalid_job(lease, source, key, value, error, None, ctx), None
+            job = self._invalid_job(lease, source, key, value, error, None, ctx, headers)
+            return job, None
         assert key is not None  # parse_record checked it
-        rec = _Record(lease, source, key, value, event, request, parked_since)
+        inputs = _input_headers(headers)
+        rec = _Record(lease, source, key, value, event, request, parked_since, inputs)
         run = self._run_parked if parked else self._run_order
         # Logs, metrics, traces and audit records of this job read it (connector.context).
         ctx = tracing.event_context(
@@ -319,6 +323,7 @@ class Processor:
             fields.setdefault("order_key", event.key)
             fields.setdefault("vendor", event.target.vendor)
             fields.setdefault("target", _target_fields(event.target))
+            fields.setdefault("unknown_fields", list(event.unknown_fields))
         return AuditRecord(worker_id=self._worker, source=source, **fields)
 
     def _record(self, rec: _Record, outcome: Outcome, terminal: bool, **fields: Any) -> AuditRecord:
@@ -427,7 +432,10 @@ class Processor:
         error: InvalidEventError,
         event: Event | None,
         ctx: EventContext,
+        headers: Any = None,
     ) -> Callable[[], Awaitable[None]]:
+        kept = Header.of(_input_headers(headers))
+
         async def job() -> None:
             tracing.start(ctx)
             try:
@@ -440,7 +448,15 @@ class Processor:
                     event, source, outcome=Outcome.DEAD_LETTERED, terminal=True, reason=reason
                 )
                 await self._dead_letter(
-                    lease, source, key, value, event, ended, code=error.code, reason=error.reason
+                    lease,
+                    source,
+                    key,
+                    value,
+                    event,
+                    ended,
+                    code=error.code,
+                    reason=error.reason,
+                    headers=kept,
                 )
             finally:
                 tracing.finish(ctx)
@@ -478,6 +494,7 @@ class Processor:
                     audit,
                     code="internal",
                     reason=reason,
+                    headers=Header.of(rec.headers),
                 )
             finally:
                 tracing.finish(ctx)
@@ -681,6 +698,7 @@ class Processor:
             reason=reason,
             last_error=error.message,
             attempts=attempts,
+            headers=Header.of(rec.headers),
             **failure,
         )
 
@@ -694,7 +712,9 @@ class Processor:
         headers = [
             (PARKED_FROM_HEADER, origin),
             (PARKED_AT_HEADER, repr(time.time()).encode()),
-            *tracing.parked_headers(),  # the input's trace context goes along
+            # The input's own headers go along (its trace context among them), so a
+            # dead letter of the parked event keeps them and a replay restores them.
+            *rec.headers,
         ]
         value = rec.value or b""
         await self._durably(
@@ -783,6 +803,7 @@ class Processor:
                 audit,
                 code="expired",
                 reason=reason,
+                headers=Header.of(rec.headers),
             )
             ended[0] = True
             await self._save(
@@ -803,6 +824,18 @@ def _observe(breaker: Breaker, error: DeliveryError | None) -> None:
 def _size(key: bytes | None, value: bytes | None) -> int:
     # Raw bytes plus the parsed event and the request body: about three copies.
     return 3 * (len(value or b"") + len(key or b""))
+
+
+def _input_headers(headers: Any) -> tuple[tuple[str, bytes], ...]:
+    """A record's headers as the producer wrote them: without the parking topic's own."""
+    if not headers:
+        return ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    return tuple(
+        (str(name), b"" if raw is None else bytes(raw))
+        for name, raw in items
+        if name not in (PARKED_FROM_HEADER, PARKED_AT_HEADER)
+    )
 
 
 def _origin(headers: list[tuple[str, bytes]] | None) -> tuple[SourceRef | None, float | None]:
