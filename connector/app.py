@@ -45,7 +45,7 @@ from connector.delivery import OrderedDispatcher
 from connector.http import build_http_client
 from connector.kafka_clients import ssl_context
 from connector.lifecycle import OrderState, decode_state, encode_state
-from connector.metrics import Metrics
+from connector.metrics import Metrics, update_lag
 from connector.processor import Processor
 from connector.ratelimit import RateLimiter
 from connector.recovery import install_recovery_fix
@@ -458,7 +458,13 @@ def create_app(settings: Settings) -> ConnectorApp:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        _update_lag(app, connector.metrics)
+        await update_lag(app.consumer, connector.metrics)
+        processor = connector.processor
+        connector.metrics.observe_worker(
+            ready=readiness()[1],
+            open_targets=processor.breakers.open_targets() if processor else (),
+            parked_in_flight=processor.parking_dispatcher.pending if processor else 0,
+        )
         return web.bytes(connector.metrics.render(), content_type="text/plain; version=0.0.4")
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -478,24 +484,6 @@ def _store_options(settings: Settings) -> dict[str, int] | None:
         "block_cache_size": settings.state.rocksdb_block_cache_mb * mib,
         "block_cache_compressed_size": settings.state.rocksdb_block_cache_mb * mib,
     }
-
-
-def _update_lag(app: faust.App, metrics: Metrics) -> None:
-    consumer = app.consumer
-    read = getattr(consumer, "_read_offset", {})
-    try:
-        assignment = consumer.assignment()
-    except Exception:  # not started yet
-        return
-    for tp in assignment:
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:
-            continue
-        last = read.get(tp)
-        if highwater is not None:
-            position = (last + 1) if last is not None else 0
-            metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
