@@ -1,9 +1,13 @@
 """Structured JSON logs that never carry a secret.
 
-Every line is one JSON object (``time``, ``level``, ``logger``, ``message``,
-plus ``event_id`` / ``order_key`` when given through ``extra``). As a last line
-of defence, :class:`RedactingFilter` masks the configured secret values in
-any message, argument or traceback text before it is formatted.
+Every line is one JSON object (``time``, ``level``, ``logger``, ``message``).
+A line logged while a delivery job runs also carries the event it is about:
+``event_id``, ``order_key``, ``partition``, ``offset`` (of the input record)
+and ``trace_id`` when the record came with a W3C ``traceparent``, filled by
+:class:`EventContextFilter` from the job's context (:mod:`connector.context`);
+``extra`` given to a call wins. As a last line of defence,
+:class:`RedactingFilter` masks the configured secret values in any message,
+argument or traceback text before it is formatted.
 """
 
 from __future__ import annotations
@@ -14,10 +18,50 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "RedactingFilter", "RepeatFilter", "configure_logging"]
+from connector.context import CURRENT
+
+__all__ = [
+    "EventContextFilter",
+    "JsonFormatter",
+    "RedactingFilter",
+    "RepeatFilter",
+    "TextFormatter",
+    "configure_logging",
+]
+
+logger = logging.getLogger(__name__)
 
 MASK = "**********"
-_CONTEXT_FIELDS = ("event_id", "order_key", "vendor", "worker_id")
+_CONTEXT_FIELDS = (
+    "event_id",
+    "order_key",
+    "partition",
+    "offset",
+    "trace_id",
+    "vendor",
+    "worker_id",
+)
+
+
+class EventContextFilter(logging.Filter):
+    """Adds the current job's event to the record (fields given through ``extra`` win).
+
+    A filter, not the formatter, reads the context: it runs in the task that
+    logs, the one whose context holds the job's event.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = CURRENT.get()
+        if ctx is None:
+            return True
+        fields = record.__dict__
+        fields.setdefault("event_id", ctx.event_id)
+        fields.setdefault("order_key", ctx.order_key)
+        fields.setdefault("partition", ctx.partition)
+        fields.setdefault("offset", ctx.offset)
+        if ctx.traceparent is not None:
+            fields.setdefault("trace_id", ctx.traceparent[3:35])
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -94,14 +138,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain lines (``CONNECTOR_LOG_JSON=false``), with the event's fields appended."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Before any traceback, which format() appends after this.
+        line = super().formatMessage(record)
+        extra = [
+            f"{name}={value}"
+            for name in _CONTEXT_FIELDS
+            if (value := getattr(record, name, None)) is not None
+        ]
+        return f"{line} [{' '.join(extra)}]" if extra else line
+
+
 def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     handler.addFilter(RepeatFilter())
+    handler.addFilter(EventContextFilter())
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
