@@ -24,11 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 def _secrets(settings: Settings) -> list[str]:
-    return [
-        settings.kombo.api_key.get_secret_value(),
-        settings.comeet.token.get_secret_value(),
-        settings.kafka.sasl_password.get_secret_value(),
-    ]
+    from connector.accounts import secret_values
+
+    # Every credential, named accounts and per-customer tokens included.
+    return secret_values(settings)
 
 
 def _require_broker(settings: Settings) -> None:

@@ -23,9 +23,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "KOMBO_REGIONS",
+    "ComeetCustomer",
     "ComeetSettings",
     "DeliverySettings",
     "KafkaSettings",
+    "KomboAccount",
     "KomboSettings",
     "Settings",
     "StateSettings",
@@ -39,6 +41,17 @@ KOMBO_REGIONS = {
     "eu": "https://api.kombo.dev/v1",
     "us": "https://api.us.kombo.dev/v1",
 }
+
+
+def _listed_once(selectors: dict[str, list[str]], what: str) -> None:
+    """An id or pattern listed by two accounts: which one is meant cannot be guessed."""
+    owner: dict[str, str] = {}
+    for name, listed in sorted(selectors.items()):
+        for selector in listed:
+            if owner.setdefault(selector, name) != name:
+                raise ValueError(
+                    f"{what} {selector!r} is listed by {owner[selector]!r} and {name!r}"
+                )
 
 
 def _read_secret_file(path: str | None) -> SecretStr | None:
@@ -97,8 +110,63 @@ class TopicSettings(BaseModel):
         return self.control or f"{self.events}.control"
 
 
+class KomboAccount(BaseModel):
+    """One more Kombo account (a region or an environment) and the integrations it serves.
+
+    ``integrations`` lists integration ids or shell-style patterns (``us-*``); routing
+    rules are in :mod:`connector.accounts`. The key comes from ``api_key`` or
+    ``api_key_file`` and is required.
+    """
+
+    api_key: SecretStr = SecretStr("")
+    api_key_file: str | None = None
+    region: Literal["eu", "us"] = "eu"
+    base_url: str = ""
+    integrations: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> KomboAccount:
+        secret = _read_secret_file(self.api_key_file)
+        if secret is not None:
+            self.api_key = secret
+        if not self.api_key.get_secret_value():
+            raise ValueError("a Kombo account needs api_key or api_key_file")
+        return self
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or KOMBO_REGIONS[self.region]).rstrip("/")
+
+
+class ComeetCustomer(BaseModel):
+    """One Comeet customer's token and the evaluation ids it covers.
+
+    The partner (this connector's user) issues evaluation ids, so a per-customer
+    prefix makes them routable: ``evaluations`` lists ids or patterns (``acme-*``).
+    """
+
+    token: SecretStr = SecretStr("")
+    token_file: str | None = None
+    base_url: str = ""  # empty: CONNECTOR_COMEET__BASE_URL
+    evaluations: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> ComeetCustomer:
+        secret = _read_secret_file(self.token_file)
+        if secret is not None:
+            self.token = secret
+        if not self.token.get_secret_value():
+            raise ValueError("a Comeet customer needs token or token_file")
+        return self
+
+
 class KomboSettings(BaseModel):
-    """Kombo unified API. ``base_url`` wins over ``region``."""
+    """Kombo unified API. ``base_url`` wins over ``region``.
+
+    ``api_key``/``region``/``base_url`` are the default account; ``accounts`` adds
+    named ones (``CONNECTOR_KOMBO__ACCOUNTS__US__API_KEY_FILE``, ...), each serving
+    the integrations it lists.
+    """
 
     api_key: SecretStr = SecretStr("")
     api_key_file: str | None = None
@@ -108,12 +176,14 @@ class KomboSettings(BaseModel):
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
     on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE
+    accounts: dict[str, KomboAccount] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KomboSettings:
         secret = _read_secret_file(self.api_key_file)
         if secret is not None:
             self.api_key = secret
+        _listed_once({n: a.integrations for n, a in self.accounts.items()}, "integration")
         return self
 
     @property
@@ -122,7 +192,11 @@ class KomboSettings(BaseModel):
 
 
 class ComeetSettings(BaseModel):
-    """Comeet evaluation API (bearer token)."""
+    """Comeet evaluation API (bearer token).
+
+    ``token`` is the default; ``customers`` adds per-customer tokens
+    (``CONNECTOR_COMEET__CUSTOMERS__ACME__TOKEN_FILE``, ...) by evaluation id.
+    """
 
     token: SecretStr = SecretStr("")
     token_file: str | None = None
@@ -131,12 +205,14 @@ class ComeetSettings(BaseModel):
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
     on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE
+    customers: dict[str, ComeetCustomer] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> ComeetSettings:
         secret = _read_secret_file(self.token_file)
         if secret is not None:
             self.token = secret
+        _listed_once({n: c.evaluations for n, c in self.customers.items()}, "evaluation")
         return self
 
     @property

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
+from connector.accounts import comeet_router
 from connector.errors import MappingError, PermanentDeliveryError
 from connector.events import (
     ComeetTarget,
@@ -158,19 +159,20 @@ class ComeetClient:
 
     def __init__(self, http: httpx.AsyncClient, settings: ComeetSettings) -> None:
         self._http = http
-        self._url = settings.url
-        self._auth = {"Authorization": f"Bearer {settings.token.get_secret_value()}"}
+        # Per-customer tokens by evaluation id; the default token serves the rest.
+        self._customers = comeet_router(settings)
 
     async def send(self, request: VendorRequest) -> CallResult:
+        customer = self._customers.select(request.params.get("evaluation_id", ""))
         # httpx percent-encodes the evaluation id in the query string ("&", "=", "#",
         # "+", "%", spaces and non-ASCII; tests/vendors/test_clients.py checks the wire).
         response = await send_http(
             self._http,
             request.method,
-            self._url + request.path,
+            customer.base_url + request.path,
             params=request.params,
             body=request.body,
-            headers=self._auth,
+            headers=customer.headers,
         )
         if response.status_code in (200, 204):
             return CallResult(http_status=response.status_code)

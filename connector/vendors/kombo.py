@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
+from connector.accounts import kombo_router
 from connector.errors import (
     MappingError,
     PermanentDeliveryError,
@@ -347,18 +348,19 @@ class KomboClient:
 
     def __init__(self, http: httpx.AsyncClient, settings: KomboSettings) -> None:
         self._http = http
-        self._base = settings.url
-        # Built once; the key never leaves this header.
-        self._auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+        # The account (region or environment) serving each integration: base URL and
+        # key, built once; the key never leaves the Authorization header.
+        self._accounts = kombo_router(settings)
 
     async def send(self, request: VendorRequest) -> CallResult:
         started = time.perf_counter()
+        account = self._accounts.select(request.headers.get("X-Integration-Id", ""))
         response = await send_http(
             self._http,
             request.method,
-            self._base + request.path,
+            account.base_url + request.path,
             body=request.body,
-            headers={**self._auth, **request.headers},
+            headers={**account.headers, **request.headers},
         )
         logger.debug(
             "kombo %s -> %s in %.3fs",

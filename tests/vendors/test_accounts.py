@@ -1,0 +1,202 @@
+"""Several Kombo accounts and per-customer Comeet tokens (issue 14, item 6).
+
+Configured from the environment and secret files, chosen per target, sent only in the
+Authorization header, and masked in logs. The single-key settings keep working.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from connector.accounts import comeet_router, kombo_router, secret_values
+from connector.cli import _secrets
+from connector.errors import PermanentDeliveryError
+from connector.logs import RedactingFilter
+from connector.settings import (
+    KOMBO_REGIONS,
+    ComeetSettings,
+    KomboSettings,
+    Settings,
+)
+from connector.vendors.base import VendorRequest
+from connector.vendors.comeet import ComeetClient
+from connector.vendors.kombo import KomboClient
+
+DEFAULT_KEY = "default-kombo-key-0001"
+US_KEY = "us-kombo-key-from-file"
+STAGING_KEY = "staging-kombo-key-0003"
+DEFAULT_TOKEN = "default-comeet-token-01"
+ACME_TOKEN = "acme-comeet-token-from-file"
+
+
+@pytest.fixture
+def multi_account_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    us_key = tmp_path / "kombo_us"
+    us_key.write_text(US_KEY + "\n")
+    acme = tmp_path / "comeet_acme"
+    acme.write_text(ACME_TOKEN)
+    for name, value in {
+        "CONNECTOR_KOMBO__API_KEY": DEFAULT_KEY,
+        "CONNECTOR_KOMBO__ACCOUNTS__US__REGION": "us",
+        "CONNECTOR_KOMBO__ACCOUNTS__US__API_KEY_FILE": str(us_key),
+        "CONNECTOR_KOMBO__ACCOUNTS__US__INTEGRATIONS": '["us-*", "workday:ACME1"]',
+        "CONNECTOR_KOMBO__ACCOUNTS__STAGING__BASE_URL": "http://staging.test/v1",
+        "CONNECTOR_KOMBO__ACCOUNTS__STAGING__API_KEY": STAGING_KEY,
+        "CONNECTOR_KOMBO__ACCOUNTS__STAGING__INTEGRATIONS": '["us-test-*"]',
+        "CONNECTOR_COMEET__TOKEN": DEFAULT_TOKEN,
+        "CONNECTOR_COMEET__CUSTOMERS__ACME__TOKEN_FILE": str(acme),
+        "CONNECTOR_COMEET__CUSTOMERS__ACME__EVALUATIONS": '["acme-*"]',
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def kombo_request(integration: str) -> VendorRequest:
+    return VendorRequest(
+        vendor="kombo",
+        action="kombo.order_result",
+        method="PUT",
+        path="/assessment/orders/o-1/result",
+        body={"status": "OPEN"},
+        headers={"X-Integration-Id": integration},
+    )
+
+
+def comeet_request(evaluation: str) -> VendorRequest:
+    return VendorRequest(
+        vendor="comeet",
+        action="comeet.status",
+        method="POST",
+        path="/evaluation/status",
+        body={"status": "Assessment sent"},
+        params={"evaluation_id": evaluation},
+    )
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[tuple[httpx.AsyncClient, list[httpx.Request]]]:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "success", "data": {}, "warnings": []})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        yield client, seen
+
+
+def test_accounts_come_from_environment_and_files(multi_account_env: None) -> None:
+    settings = Settings()
+    us = settings.kombo.accounts["us"]
+    assert us.api_key.get_secret_value() == US_KEY
+    assert us.url == KOMBO_REGIONS["us"]
+    assert settings.comeet.customers["acme"].token.get_secret_value() == ACME_TOKEN
+    kombo = kombo_router(settings.kombo)
+    assert kombo.names == ["default", "staging", "us"]
+    assert kombo.select("workday:ACME1").name == "us"  # an exact id
+    assert kombo.select("us-7").name == "us"
+    assert kombo.select("us-test-7").name == "staging"  # the longer pattern wins
+    assert kombo.select("workday:OTHER").name == "default"
+    assert kombo.select("workday:OTHER").base_url == KOMBO_REGIONS["eu"]
+    comeet = comeet_router(settings.comeet)
+    assert comeet.select("acme-123").name == "acme"
+    assert comeet.select("acme-123").base_url == "https://api.comeet.co"
+    assert comeet.select("globex-1").name == "default"
+
+
+async def test_each_target_is_sent_with_its_account(
+    multi_account_env: None, wire: tuple[httpx.AsyncClient, list[httpx.Request]]
+) -> None:
+    http, seen = wire
+    settings = Settings()
+    kombo = KomboClient(http, settings.kombo)
+    for integration in ("us-9", "us-test-9", "workday:OTHER"):
+        await kombo.send(kombo_request(integration))
+    comeet = ComeetClient(http, settings.comeet)
+    for evaluation in ("acme-1", "globex-1"):
+        await comeet.send(comeet_request(evaluation))
+    sent = [(str(r.url), r.headers["authorization"]) for r in seen]
+    assert sent == [
+        ("https://api.us.kombo.dev/v1/assessment/orders/o-1/result", f"Bearer {US_KEY}"),
+        ("http://staging.test/v1/assessment/orders/o-1/result", f"Bearer {STAGING_KEY}"),
+        ("https://api.kombo.dev/v1/assessment/orders/o-1/result", f"Bearer {DEFAULT_KEY}"),
+        ("https://api.comeet.co/evaluation/status?evaluation_id=acme-1", f"Bearer {ACME_TOKEN}"),
+        (
+            "https://api.comeet.co/evaluation/status?evaluation_id=globex-1",
+            f"Bearer {DEFAULT_TOKEN}",
+        ),
+    ]
+
+
+async def test_single_key_settings_work_as_before(
+    wire: tuple[httpx.AsyncClient, list[httpx.Request]],
+) -> None:
+    http, seen = wire
+    kombo = KomboClient(http, KomboSettings(api_key=SecretStr("k-1234"), region="us"))
+    await kombo.send(kombo_request("anything"))
+    comeet = ComeetClient(http, ComeetSettings(token=SecretStr("t-1234"), base_url="http://c.test"))
+    await comeet.send(comeet_request("e-1"))
+    assert [(str(r.url), r.headers["authorization"]) for r in seen] == [
+        ("https://api.us.kombo.dev/v1/assessment/orders/o-1/result", "Bearer k-1234"),
+        ("http://c.test/evaluation/status?evaluation_id=e-1", "Bearer t-1234"),
+    ]
+
+
+async def test_unserved_target_without_default_is_a_clear_permanent_error(
+    wire: tuple[httpx.AsyncClient, list[httpx.Request]],
+) -> None:
+    http, seen = wire
+    settings = KomboSettings.model_validate(
+        {"accounts": {"us": {"region": "us", "api_key": "k-us-1", "integrations": ["us-*"]}}}
+    )
+    with pytest.raises(PermanentDeliveryError, match="no kombo account serves integration 'eu-1'"):
+        await KomboClient(http, settings).send(kombo_request("eu-1"))
+    assert seen == []
+
+
+def test_misconfigured_accounts_are_refused() -> None:
+    with pytest.raises(ValidationError, match="needs api_key or api_key_file"):
+        KomboSettings.model_validate({"accounts": {"us": {"integrations": ["us-*"]}}})
+    with pytest.raises(ValidationError, match="needs token or token_file"):
+        ComeetSettings.model_validate({"customers": {"acme": {"evaluations": ["acme-*"]}}})
+    with pytest.raises(ValidationError, match="integrations"):
+        KomboSettings.model_validate({"accounts": {"us": {"api_key": "k", "integrations": []}}})
+    with pytest.raises(ValidationError, match="'x-\\*' is listed by 'a' and 'b'"):
+        KomboSettings.model_validate(
+            {
+                "accounts": {
+                    "a": {"api_key": "k1", "integrations": ["x-*"]},
+                    "b": {"api_key": "k2", "integrations": ["x-*"]},
+                }
+            }
+        )
+
+
+def test_every_credential_is_redacted_from_logs(multi_account_env: None) -> None:
+    settings = Settings()
+    secrets = _secrets(settings)
+    assert set(secrets) == set(secret_values(settings))
+    assert {US_KEY, STAGING_KEY, ACME_TOKEN, DEFAULT_KEY, DEFAULT_TOKEN} <= set(secrets)
+    assert not any(s in repr(settings) for s in (US_KEY, STAGING_KEY, ACME_TOKEN))
+    assert not any(s in repr(kombo_router(settings.kombo).select("us-1")) for s in secrets)
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(secrets))
+    log = logging.getLogger("test.accounts.redaction")
+    log.addHandler(handler)
+    try:
+        log.warning("headers %s", json.dumps({"Authorization": f"Bearer {ACME_TOKEN}"}))
+        log.warning("key %s and %s", US_KEY, STAGING_KEY)
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert ACME_TOKEN not in text and US_KEY not in text and STAGING_KEY not in text
+    assert text.count("**********") == 3
