@@ -35,7 +35,6 @@ __all__ = [
     "finish",
     "otel_requested",
     "outgoing_headers",
-    "parked_headers",
     "start",
 ]
 
@@ -124,17 +123,6 @@ def outgoing_headers() -> dict[str, str] | None:
     """The trace headers for a vendor call made by the current job, if it has any."""
     ctx = CURRENT.get()
     return None if ctx is None else ctx.outgoing
-
-
-def parked_headers() -> list[tuple[str, bytes]]:
-    """The current job's input trace context, for the record it writes to the parking topic."""
-    ctx = CURRENT.get()
-    if ctx is None or ctx.traceparent is None:
-        return []
-    headers = [("traceparent", ctx.traceparent.encode())]
-    if ctx.tracestate:
-        headers.append(("tracestate", ctx.tracestate.encode()))
-    return headers
 
 
 def enabled() -> bool:
