@@ -46,6 +46,7 @@ from connector.http import build_http_client
 from connector.kafka_clients import ssl_context
 from connector.lifecycle import OrderState, decode_state, encode_state
 from connector.metrics import Metrics, update_lag
+from connector.offsets import OffsetGuard, ReadOffsets
 from connector.processor import Processor
 from connector.ratelimit import RateLimiter
 from connector.recovery import install_recovery_fix
@@ -147,74 +148,17 @@ class _TableStore:
         return self._table.last_changelog
 
 
-class _AckGate:
-    """Only the dispatcher acknowledges records of the topics it manages.
-
-    Faust acknowledges a message its stream *skips* (read in an older consumer
-    generation, or while flow is suspended in a rebalance) even under
-    ``noack()``, and with no committed offset to compare against it then
-    commits past records that were never processed (seen: parked events lost
-    after a rebalance). Acks from the dispatcher pass; Faust's own are ignored
-    for these topics, so a skipped record is simply read again from the
-    committed offset.
-    """
-
-    def __init__(self, consumer: Any, topics: set[str]) -> None:
-        self._approved: set[int] = set()
-        self._topics = topics
-        self._ack = consumer.ack
-        consumer.ack = self._gate
-
-    def _gate(self, message: Any) -> bool:
-        if message.topic in self._topics and id(message) not in self._approved:
-            return False
-        return bool(self._ack(message))
-
-    def ack(self, event: faust.EventT) -> None:
-        marker = id(event.message)
-        self._approved.add(marker)
-        try:
-            event.ack()
-        finally:
-            self._approved.discard(marker)
-
-
-def _seek_to_what_is_unacknowledged(consumer: Any, topics: set[str]) -> None:
-    """After a rebalance, read every partition again from its first unacknowledged record.
-
-    Faust's seek after an assignment (``perform_seek``) rewinds only partitions
-    that have a committed offset. A partition with none -- a new topic, or the
-    parking topic before its first commit -- kept its fetch position across the
-    rebalance, so the records a revoked incarnation had read but never
-    acknowledged were skipped for good (seen: 22 early events of a fresh
-    partition, and 130-300 parked events in one run). Such partitions start
-    again from their beginning, as ``auto_offset_reset=earliest`` says.
-
-    Faust also drops a fetched record below the partition's *read offset*, and
-    kept the read offset of a partition without a committed offset; every read
-    offset is forgotten first.
-    """
-    seek = consumer.perform_seek
-
-    async def perform_seek() -> None:
-        consumer._read_offset.clear()
-        await seek()
-        committed = consumer._committed_offset
-        rewind = [
-            tp for tp in consumer.assignment() if tp.topic in topics and not committed.get(tp)
-        ]
-        if rewind:
-            earliest = await consumer.earliest_offsets(*rewind)
-            for tp in rewind:
-                await consumer.seek(tp, earliest.get(tp) or 0)
-
-    consumer.perform_seek = perform_seek
-
-
 class _FencedApp(faust.App):
     """faust.App whose rebalances fence the connector's jobs instead of waiting for them."""
 
     connector: ConnectorApp | None = None
+    managed_topics: set[str] = set()
+
+    def _new_consumer(self) -> Any:
+        consumer: Any = super()._new_consumer()
+        # Before Faust's fetch loop binds the mapping's methods: see connector.offsets.
+        consumer._read_offset = ReadOffsets(self.managed_topics)
+        return consumer
 
     def on_rebalance_start(self) -> None:
         # Called first when partitions are revoked, from Faust's consumer thread: one
@@ -249,7 +193,7 @@ class ConnectorApp:
     http: httpx.AsyncClient | None = None
     processor: Processor | None = None
     dispatcher: OrderedDispatcher | None = None
-    ack_gate: _AckGate | None = None
+    offsets: OffsetGuard | None = None
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -272,9 +216,15 @@ class ConnectorApp:
             )
             dispatcher = self.dispatcher
             consumer = self.app.consumer
-            managed = {self.settings.topics.events, self.settings.topics.parking}
-            self.ack_gate = _AckGate(consumer, managed)
-            _seek_to_what_is_unacknowledged(consumer, managed)
+            # Only the dispatchers acknowledge these topics, in offset order, and only
+            # what they acknowledged is committed.
+            self.offsets = OffsetGuard(
+                consumer,
+                {
+                    self.settings.topics.events: dispatcher.position,
+                    self.settings.topics.parking: self.processor.parking_dispatcher.position,
+                },
+            )
             self.metrics.bind_gauges(
                 in_flight=lambda: dispatcher.pending,
                 paused=lambda: len(getattr(consumer, "_paused_partitions", ())),
@@ -377,12 +327,17 @@ def create_app(settings: Settings) -> ConnectorApp:
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)
     app.connector = connector
+    app.managed_topics = {t.events, t.parking}
 
     @app.agent(events, name="deliver", concurrency=1)
     async def deliver_events(stream: faust.StreamT) -> None:
         processor = connector.runtime()
+        offsets = connector.offsets
+        assert offsets is not None
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
+            if not await offsets.admit(message):
+                continue  # a duplicate, or read past a hole (re-read after a seek)
             source = SourceRef(
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
@@ -398,8 +353,12 @@ def create_app(settings: Settings) -> ConnectorApp:
     @app.agent(parking, name="parked", concurrency=1)
     async def deliver_parked(stream: faust.StreamT) -> None:
         processor = connector.runtime()
+        offsets = connector.offsets
+        assert offsets is not None
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
+            if not await offsets.admit(message):
+                continue  # a duplicate, or read past a hole (re-read after a seek)
             source = SourceRef(
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
@@ -494,10 +453,10 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
 
 
 def _acker(connector: ConnectorApp, event: faust.EventT) -> Any:
-    gate = connector.ack_gate
-    assert gate is not None
+    offsets = connector.offsets
+    assert offsets is not None
 
     def ack() -> None:
-        gate.ack(event)
+        offsets.ack(event)
 
     return ack

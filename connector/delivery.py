@@ -222,6 +222,7 @@ class Lease:
         "_tails",
         "_tasks",
         "_wire",
+        "done",
         "generation",
         "partition",
     )
@@ -233,6 +234,8 @@ class Lease:
         self.generation = generation
         self._fence = fence or _Fence()
         self._revoked = False
+        # One past the last record acknowledged (in offset order): the commit position.
+        self.done: int | None = None
         self._entries: deque[_Entry] = deque()
         self._tails: dict[Hashable, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -285,6 +288,9 @@ class OrderedDispatcher:
         self._bytes = 0
         self._bytes_freed = asyncio.Event()
         self._leases: dict[Hashable, Lease] = {}
+        # The newest lease per partition, revoked or not: its acknowledged position
+        # may still be committed while the partition is being revoked.
+        self._latest: dict[Hashable, Lease] = {}
         self._revoked: list[Lease] = []
         self._fence = _Fence()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -316,7 +322,13 @@ class OrderedDispatcher:
                 lease._revoked = True
                 self._revoked.append(lease)
             lease = self._leases[partition] = Lease(partition, generation, self._fence)
+            self._latest[partition] = lease
         return lease
+
+    def position(self, partition: Hashable) -> int | None:
+        """One past the last record of ``partition`` acknowledged, in its newest incarnation."""
+        lease = self._latest.get(partition)
+        return None if lease is None else lease.done
 
     def fence_generation(self, generation: int) -> None:
         """Fence every lease of ``generation`` and older. Safe from another thread."""
@@ -410,7 +422,9 @@ class OrderedDispatcher:
     def _drain(lease: Lease) -> None:
         queue = lease._entries
         while queue and queue[0].done:
-            queue.popleft().ack()
+            entry = queue.popleft()
+            entry.ack()
+            lease.done = entry.offset + 1
 
     def revoke(self, partitions: Iterable[Hashable] | None = None) -> list[Lease]:
         """Fence partitions (all when ``None``) at once; synchronous, so call it first.

@@ -44,8 +44,11 @@ class WorkerProcess:
         worker_id: str,
         log_path: Path,
         web_port: int | None = None,
+        argv: list[str] | None = None,
     ) -> None:
         self.worker_id = worker_id
+        # The command that runs the worker (tests run wrappers that inject faults).
+        self._argv = argv or [sys.executable, "-m", "connector.cli", "worker"]
         self.web_port = web_port or free_port()
         self.log_path = log_path
         self._env = {
@@ -68,7 +71,7 @@ class WorkerProcess:
     def start(self, *, wait_ready: float | None = 60.0) -> None:
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", "worker"],
+            self._argv,
             env=child_environment(self._env),
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -43,9 +43,19 @@ class Deployment:
     def dlq_topic(self) -> str:
         return self.env["CONNECTOR_TOPICS__DEAD_LETTER"]
 
-    def worker(self, worker_id: str = "w1", *, start: bool = True, **env: str) -> WorkerProcess:
+    def worker(
+        self,
+        worker_id: str = "w1",
+        *,
+        start: bool = True,
+        argv: list[str] | None = None,
+        **env: str,
+    ) -> WorkerProcess:
         worker = WorkerProcess(
-            {**self.env, **env}, worker_id=worker_id, log_path=self.tmp / f"{worker_id}.log"
+            {**self.env, **env},
+            worker_id=worker_id,
+            log_path=self.tmp / f"{worker_id}.log",
+            argv=argv,
         )
         self.workers.append(worker)
         if start:

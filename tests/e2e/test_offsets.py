@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connector.sandbox import Sandboxes
-from tests.e2e.harness import Deployment
+from tests.e2e.harness import Deployment, terminal_by_event
 from tests.factories import make_event, target
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
@@ -36,3 +38,56 @@ async def test_offsets_are_committed_after_events_end(
     finally:
         await admin.close()
     assert committed == len(events)
+
+
+SKIPPING_WORKER = Path(__file__).with_name("skipping_worker.py")
+
+
+async def test_a_record_faust_drops_is_read_again_and_never_committed_past(
+    deployment: Deployment, sandboxes: Sandboxes
+) -> None:
+    """Faust loses records on their way to the agent; the connector reads them again.
+
+    The worker drops the first delivery of offsets 0 (where its reading starts),
+    4 and 5 of every partition. Before ``connector.offsets`` those events had no
+    outcome at all, and the later events' acknowledgements committed past them.
+    """
+    kombo, comeet = target("kombo", "k-skip-1"), target("comeet", "c-skip-1")
+    events = [
+        *(
+            [make_event("opened", t)]
+            + [make_event("progress", t, status_text=f"step {i}") for i in range(6)]
+            + [make_event("completed", t)]
+            for t in (kombo, comeet)
+        )
+    ]
+    flat = [e for group in events for e in group]
+    worker = deployment.worker(argv=[sys.executable, str(SKIPPING_WORKER)], SKIP_OFFSETS="0,4,5")
+    await deployment.publish(flat)
+    audit = await deployment.audit_until_terminal([e["event_id"] for e in flat], timeout=60)
+
+    assert terminal_by_event(audit) == {e["event_id"]: ["delivered"] for e in flat}
+    # The vendors saw each order's events in the order they were published.
+    kombo_seen = [e["body"]["status"] for e in sandboxes.kombo.recorded()]
+    assert kombo_seen == ["OPEN"] * 7 + ["COMPLETED"]
+    comeet_seen = [e["body"]["status"] for e in sandboxes.comeet.recorded()]
+    assert comeet_seen[-1] == "completed" and len(comeet_seen) == 8
+    log = worker.log_path.read_text()
+    assert log.count("skipping-worker: dropped") >= 3  # 0, 4 and 5 of a partition
+    assert "reading again from" in log
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+    await admin.start()
+    try:
+        committed = 0
+        for _ in range(40):  # Faust commits on an interval (about 3 s)
+            offsets = await admin.list_consumer_group_offsets(deployment.env["CONNECTOR_APP_ID"])
+            committed = sum(
+                meta.offset for tp, meta in offsets.items() if tp.topic == deployment.events_topic
+            )
+            if committed == len(flat):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    assert committed == len(flat)

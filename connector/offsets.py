@@ -1,0 +1,293 @@
+"""Offsets: records admitted in order, and no commit past a record not done.
+
+Kafka's at-least-once promise rests on one rule: the committed offset never
+passes a record that was not fully handled. Faust breaks it in three ways the
+connector met, all fixed here for the topics the connector acknowledges itself
+(the events and parking topics):
+
+* **Skipped records.** Inside one consumer generation Faust can drop a record
+  on its way to the agent (its stream skips records that arrive while flow
+  control is briefly off; its fetch loop drops the rest of a batch for a
+  partition paused mid-batch). Later records are then handled and acknowledged
+  in order, and the commit goes past the dropped one: lost (seen once in the
+  crash matrix). The :class:`Sequencer` admits each partition's offsets
+  strictly in sequence; on a hole it asks for a seek back to the first missing
+  offset and drops what was read before the seek. What the broker returns first
+  after the seek is the truth: offsets it skips hold no record (transaction
+  markers, compacted or deleted records) and are a legitimate gap.
+* **Commits from "consecutive acknowledged offsets".** Faust commits the first
+  run of consecutive acknowledged offsets even when the run does not start at
+  the committed offset (its check is off by one, and skipped entirely for
+  offset 0), and it counts a *gap* -- including the record after it, still in
+  flight -- as acknowledged. Here the commit for these topics is the
+  dispatcher's own position: one past the last record acknowledged in offset
+  order (:meth:`connector.delivery.OrderedDispatcher.position`).
+* **Read offsets.** Faust silently drops a fetched record below the
+  partition's read offset, which its fetch loop sets *after* handing a record
+  on, so it can undo a seek made meanwhile. For these topics the read offset is
+  not kept (the sequencer drops duplicates itself).
+
+And two that were here before: only the dispatcher's acknowledgements count
+(:class:`_AckGate`), and after a rebalance a partition without a committed
+offset is read again from its beginning (:func:`_patch_seek`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["OffsetGuard", "ReadOffsets", "Sequencer", "Verdict"]
+
+logger = logging.getLogger(__name__)
+
+
+class Verdict(enum.Enum):
+    ADMIT = "admit"
+    DROP = "drop"  # a duplicate, or read before a rewind: not admitted, not acknowledged
+    REWIND = "rewind"  # a hole before this record: seek back, drop this one
+
+
+@dataclass(slots=True)
+class _Track:
+    generation: int
+    expected: int | None  # every offset below is admitted (or holds no record)
+    hole_at: int | None = None  # the record that revealed a hole; later ones predate the seek
+    since: float = 0.0
+
+
+class Sequencer:
+    """Admits each partition's records in offset order, with no hole.
+
+    Pure bookkeeping: the caller seeks when told to (:attr:`Verdict.REWIND`).
+    ``start(topic, partition)`` gives where a new generation's reading starts
+    (the committed offset, or ``None`` when unknown: the first record read is
+    then taken as the start).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[str, int], int | None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        retry_after_s: float = 10.0,
+    ) -> None:
+        self._start = start
+        self._clock = clock
+        self._retry_after = retry_after_s
+        self._tracks: dict[tuple[str, int], _Track] = {}
+
+    def accept(
+        self, topic: str, partition: int, offset: int, generation: int
+    ) -> tuple[Verdict, int]:
+        """The verdict on one record, and for :attr:`Verdict.REWIND` the offset to seek to."""
+        key = (topic, partition)
+        track = self._tracks.get(key)
+        if track is None or generation > track.generation:
+            track = self._tracks[key] = _Track(generation, self._start(topic, partition))
+        elif generation < track.generation:
+            return Verdict.DROP, offset  # an older generation's read: fenced anyway
+        expected = track.expected
+        if track.hole_at is not None:
+            if offset > track.hole_at:
+                # Read before the seek took effect (those follow the hole's record)...
+                if self._clock() - track.since < self._retry_after:
+                    return Verdict.DROP, offset
+                # ...unless the re-read never comes: ask again.
+                return self._rewind(track, offset)
+            # The first record read after the seek: offsets below it hold no record.
+            track.hole_at = None
+            if expected is not None and offset < expected:
+                return Verdict.DROP, offset
+            track.expected = offset + 1
+            return Verdict.ADMIT, offset
+        if expected is None or offset == expected:
+            track.expected = offset + 1
+            return Verdict.ADMIT, offset
+        if offset < expected:
+            return Verdict.DROP, offset  # read again (a seek): already admitted
+        return self._rewind(track, offset)
+
+    def _rewind(self, track: _Track, offset: int) -> tuple[Verdict, int]:
+        assert track.expected is not None
+        track.hole_at = offset
+        track.since = self._clock()
+        return Verdict.REWIND, track.expected
+
+    def moved(self, topic: str, partition: int, offset: int) -> None:
+        """The rewind went to ``offset`` instead: the log no longer starts before it."""
+        track = self._tracks.get((topic, partition))
+        if track is None or track.expected is None or offset <= track.expected:
+            return
+        track.expected = offset
+        if track.hole_at is not None and track.hole_at < offset:
+            track.hole_at = None
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        for key in partitions:
+            self._tracks.pop(key, None)
+
+
+class ReadOffsets(dict[Any, int | None]):
+    """Faust's per-partition read offsets, not kept for the ``managed`` topics.
+
+    Faust drops a fetched record below its partition's read offset; for the
+    managed topics the :class:`Sequencer` does that job, and a read offset set
+    by Faust's fetch loop after a seek would drop the records the seek asked for.
+    """
+
+    def __init__(self, managed: set[str]) -> None:
+        super().__init__()
+        self._managed = managed
+
+    def __missing__(self, tp: Any) -> None:
+        return None
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        if tp.topic not in self._managed:
+            super().__setitem__(tp, offset)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for tp, offset in dict(*args, **kwargs).items():
+            self[tp] = offset
+
+
+class _AckGate:
+    """Only the dispatcher acknowledges records of the managed topics.
+
+    Faust acknowledges a message its stream *skips* (read in an older consumer
+    generation, or while flow is suspended in a rebalance) even under
+    ``noack()``. Acks from the dispatcher pass; Faust's own are ignored for
+    these topics.
+    """
+
+    def __init__(self, consumer: Any, topics: set[str]) -> None:
+        self._approved: set[int] = set()
+        self._topics = topics
+        self._ack = consumer.ack
+        consumer.ack = self._gate
+
+    def _gate(self, message: Any) -> bool:
+        if message.topic in self._topics and id(message) not in self._approved:
+            return False
+        return bool(self._ack(message))
+
+    def ack(self, event: Any) -> None:
+        """Acknowledge ``event`` as the dispatcher (which does so in offset order)."""
+        marker = id(event.message)
+        self._approved.add(marker)
+        try:
+            event.ack()
+        finally:
+            self._approved.discard(marker)
+
+
+def _patch_seek(consumer: Any, topics: set[str], starts: dict[Any, int | None]) -> None:
+    """After a rebalance, read every partition again from its first unacknowledged record.
+
+    Faust's seek after an assignment (``perform_seek``) rewinds only partitions
+    that have a committed offset. A partition with none -- a new topic, or the
+    parking topic before its first commit -- kept its fetch position across the
+    rebalance, so the records a revoked incarnation had read but never
+    acknowledged were skipped for good (seen: 22 early events of a fresh
+    partition, and 130-300 parked events in one run). Such partitions start
+    again from their beginning, as ``auto_offset_reset=earliest`` says.
+    ``starts`` records where each partition's reading starts, for the sequencer.
+    """
+    seek = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        consumer._read_offset.clear()
+        await seek()
+        committed = consumer._committed_offset
+        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+        rewind = [tp for tp in assigned if not committed.get(tp)]
+        earliest = await consumer.earliest_offsets(*rewind) if rewind else {}
+        for tp in rewind:
+            await consumer.seek(tp, earliest.get(tp) or 0)
+        starts.clear()
+        for tp in assigned:
+            starts[tp.topic, tp.partition] = committed.get(tp) or earliest.get(tp) or 0
+
+    consumer.perform_seek = perform_seek
+
+
+class OffsetGuard:
+    """Installs the rules above on a Faust consumer, for the ``positions`` topics.
+
+    ``positions`` maps each managed topic to its dispatcher's
+    ``position(partition)``: one past the last record acknowledged in order.
+    """
+
+    def __init__(self, consumer: Any, positions: Mapping[str, Callable[[int], int | None]]) -> None:
+        self._consumer = consumer
+        self._positions = dict(positions)
+        topics = set(self._positions)
+        self._starts: dict[tuple[str, int], int | None] = {}
+        self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
+        self._acks = _AckGate(consumer, topics)
+        _patch_seek(consumer, topics, self._starts)
+        self._patch_commit()
+
+    def _patch_commit(self) -> None:
+        consumer = self._consumer
+        new_offset = consumer._new_offset
+        positions = self._positions
+
+        def _new_offset(tp: Any) -> int | None:
+            position = positions.get(tp.topic)
+            if position is None:
+                return new_offset(tp)
+            # Faust's bookkeeping of acknowledged offsets and gaps is not used here.
+            consumer._acked[tp].clear()
+            consumer._acked_index[tp].clear()
+            consumer._gap.pop(tp, None)
+            done = position(tp.partition)
+            committed = consumer._committed_offset[tp]
+            if done is None or (committed is not None and done <= committed):
+                return None
+            return done
+
+        consumer._new_offset = _new_offset
+
+    def ack(self, event: Any) -> None:
+        """Acknowledge ``event`` on behalf of the dispatcher (in offset order)."""
+        self._acks.ack(event)
+
+    async def admit(self, message: Any) -> bool:
+        """Whether the agent may hand ``message`` on; seeks back over a hole first."""
+        verdict, target = self.sequencer.accept(
+            message.topic, message.partition, message.offset, message.generation_id
+        )
+        if verdict is Verdict.ADMIT:
+            return True
+        consumer = self._consumer
+        # Never admitted, so never acknowledged: Faust must not wait for it.
+        consumer._unacked_messages.discard(message)
+        if verdict is Verdict.REWIND:
+            tp = message.tp
+            earliest = (await consumer.earliest_offsets(tp)).get(tp) or 0
+            if earliest > target:
+                logger.warning(
+                    "%s[%s]: offsets %s..%s were deleted before they were handled",
+                    tp.topic,
+                    tp.partition,
+                    target,
+                    earliest - 1,
+                )
+                self.sequencer.moved(tp.topic, tp.partition, earliest)
+                target = earliest
+            logger.warning(
+                "%s[%s]: offset %s arrived before %s; reading again from %s",
+                tp.topic,
+                tp.partition,
+                message.offset,
+                target,
+                target,
+            )
+            await consumer.seek(tp, target)
+        return False

@@ -1,0 +1,87 @@
+"""The sequencer admits each partition's offsets in order, rewinding over holes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.types import TP
+
+from connector.offsets import ReadOffsets, Sequencer, Verdict
+
+ADMIT, DROP, REWIND = Verdict.ADMIT, Verdict.DROP, Verdict.REWIND
+
+
+def make(start: int | None = 0, clock: list[float] | None = None) -> Sequencer:
+    now = clock if clock is not None else [0.0]
+    return Sequencer(lambda topic, partition: start, clock=lambda: now[0], retry_after_s=10.0)
+
+
+def feed(seq: Sequencer, offsets: list[int], generation: int = 1) -> list[Any]:
+    return [seq.accept("t", 0, o, generation)[0] for o in offsets]
+
+
+def test_in_order_offsets_are_admitted_and_repeats_dropped() -> None:
+    seq = make()
+    assert feed(seq, [0, 1, 2, 1, 2, 3]) == [ADMIT, ADMIT, ADMIT, DROP, DROP, ADMIT]
+
+
+def test_a_hole_asks_for_a_rewind_and_drops_what_was_read_before_it() -> None:
+    seq = make()
+    assert feed(seq, [0, 1]) == [ADMIT, ADMIT]
+    assert seq.accept("t", 0, 3, 1) == (REWIND, 2)
+    # 4 and 5 were read before the seek took effect; 2 is the re-read.
+    assert feed(seq, [4, 5, 2, 3, 4]) == [DROP, DROP, ADMIT, ADMIT, ADMIT]
+
+
+def test_a_hole_at_the_start_of_a_generation_is_found_from_the_committed_offset() -> None:
+    seq = make(start=10)
+    assert seq.accept("t", 0, 11, 1) == (REWIND, 10)
+    assert feed(seq, [10, 11]) == [ADMIT, ADMIT]
+
+
+def test_after_a_rewind_offsets_the_broker_skips_are_a_legitimate_gap() -> None:
+    # Offsets 2 and 3 hold no record (transaction markers): the re-read starts at 4.
+    seq = make()
+    feed(seq, [0, 1])
+    assert seq.accept("t", 0, 4, 1) == (REWIND, 2)
+    assert feed(seq, [5, 4, 5, 6]) == [DROP, ADMIT, ADMIT, ADMIT]
+
+
+def test_a_rewind_that_never_arrives_is_asked_again() -> None:
+    clock = [0.0]
+    seq = make(clock=clock)
+    feed(seq, [0])
+    assert seq.accept("t", 0, 2, 1) == (REWIND, 1)
+    assert feed(seq, [3]) == [DROP]
+    clock[0] = 11.0
+    assert seq.accept("t", 0, 4, 1) == (REWIND, 1)
+
+
+def test_a_new_generation_starts_again_from_its_start_and_old_reads_are_dropped() -> None:
+    starts = {"t": 0}
+    seq = Sequencer(lambda topic, partition: starts[topic])
+    assert feed(seq, [0, 1, 2]) == [ADMIT] * 3
+    starts["t"] = 1  # committed up to 1 before the rebalance
+    assert feed(seq, [1, 2], generation=2) == [ADMIT, ADMIT]
+    assert seq.accept("t", 0, 3, 1)[0] is DROP
+
+
+def test_an_unknown_start_takes_the_first_record_read() -> None:
+    seq = make(start=None)
+    assert feed(seq, [7, 8]) == [ADMIT, ADMIT]
+
+
+def test_a_rewind_into_deleted_records_moves_to_the_log_start() -> None:
+    seq = make()
+    feed(seq, [0])
+    assert seq.accept("t", 0, 3, 1) == (REWIND, 1)
+    seq.moved("t", 0, 5)  # retention deleted 1..4
+    assert feed(seq, [5, 6]) == [ADMIT, ADMIT]
+
+
+def test_read_offsets_are_not_kept_for_managed_topics() -> None:
+    offsets = ReadOffsets({"events"})
+    managed, other = TP("events", 0), TP("changelog", 0)
+    offsets[managed] = 5
+    offsets.update({other: 7, managed: 9})
+    assert offsets[managed] is None and offsets[other] == 7
