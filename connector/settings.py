@@ -33,8 +33,10 @@ __all__ = [
     "StateSettings",
     "TopicSettings",
     "child_environment",
+    "connector_environment",
     "external_bootstrap_servers",
     "get_settings",
+    "otel_environment",
 ]
 
 KOMBO_REGIONS = {
@@ -330,3 +332,13 @@ def child_environment(overrides: dict[str, str]) -> dict[str, str]:
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def connector_environment() -> dict[str, str]:
+    """Every ``CONNECTOR_`` variable set, for the typo check (:mod:`connector.config_errors`)."""
+    return {k: v for k, v in os.environ.items() if k.upper().startswith("CONNECTOR_")}
+
+
+def otel_environment() -> dict[str, str]:
+    """OpenTelemetry's standard ``OTEL_`` variables, for :mod:`connector.tracing`."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
