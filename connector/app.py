@@ -153,11 +153,23 @@ class _FencedApp(faust.App):
 
     connector: ConnectorApp | None = None
     managed_topics: set[str] = set()
+    isolation_level = "read_committed"
 
     def _new_consumer(self) -> Any:
         consumer: Any = super()._new_consumer()
         # Before Faust's fetch loop binds the mapping's methods: see connector.offsets.
         consumer._read_offset = ReadOffsets(self.managed_topics)
+        # Faust reads uncommitted records unless it is transactional itself.
+        thread = consumer._thread
+        create = thread._create_worker_consumer
+        level = self.isolation_level
+
+        def create_worker_consumer(transport: Any) -> Any:
+            client = create(transport)
+            client._isolation_level = level  # read by AIOKafkaConsumer.start()
+            return client
+
+        thread._create_worker_consumer = create_worker_consumer
         return consumer
 
     def on_rebalance_start(self) -> None:
@@ -328,6 +340,7 @@ def create_app(settings: Settings) -> ConnectorApp:
     connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)
     app.connector = connector
     app.managed_topics = {t.events, t.parking}
+    app.isolation_level = settings.kafka.isolation_level
 
     @app.agent(events, name="deliver", concurrency=1)
     async def deliver_events(stream: faust.StreamT) -> None:

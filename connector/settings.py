@@ -59,7 +59,18 @@ def _listed_once(selectors: dict[str, list[str]], what: str) -> None:
 def _read_secret_file(path: str | None) -> SecretStr | None:
     if not path:
         return None
-    return SecretStr(Path(path).read_text(encoding="utf-8").strip())
+    # A missing or empty file is a deployment mistake: say which file and how to make
+    # it, rather than fail later with a vendor's 401 or a bare traceback.
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(
+            f"secret file {path} does not exist: create it (Docker Compose: run "
+            "scripts/compose-secrets, see README 'Docker Compose')"
+        )
+    secret = file.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise ValueError(f"secret file {path} is empty")
+    return SecretStr(secret)
 
 
 OutagePolicy = Literal["park", "dead_letter", "stop"]
@@ -81,6 +92,9 @@ class KafkaSettings(BaseModel):
     # How soon the group notices a dead worker and moves its partitions.
     session_timeout_s: float = Field(default=60.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    # read_committed: an event a transactional producer aborted was never published,
+    # and must not reach a vendor (Faust's own default reads uncommitted records).
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:
@@ -303,6 +317,26 @@ class Settings(BaseSettings):
     def rebalance_timeout_s(self) -> float:
         """The group's rebalance timeout: a revoke awaits calls on the wire, then margin."""
         return max(60.0, self.delivery.call_timeout_s + 30.0)
+
+    @property
+    def shutdown_drain_s(self) -> float:
+        """How long a stop (or revoke) waits for calls on the wire: one call plus margin.
+
+        Everything not on the wire is cancelled at once and left for the next owner,
+        so this bounds the drain however many records are admitted.
+        """
+        return self.delivery.call_timeout_s + 5.0
+
+    @property
+    def shutdown_grace_s(self) -> float:
+        """What a supervisor must wait before SIGKILL: the drain, then Faust's own stop.
+
+        Faust then flushes the producer, commits and leaves the group; 30 s covers that
+        against a healthy broker. Docker's stop_grace_period and Kubernetes'
+        terminationGracePeriodSeconds must be at least this (tests/test_compose.py,
+        tests/test_k8s.py check the shipped files).
+        """
+        return self.shutdown_drain_s + 30.0
 
     @property
     def max_poll_interval_s(self) -> float:

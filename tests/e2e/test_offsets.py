@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connector.sandbox import Sandboxes
 from tests.e2e.harness import Deployment, terminal_by_event
-from tests.factories import make_event, target
+from tests.factories import make_event, record, target
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -91,3 +93,44 @@ async def test_a_record_faust_drops_is_read_again_and_never_committed_past(
     finally:
         await admin.close()
     assert committed == len(flat)
+
+
+async def test_transactional_producers_aborted_events_never_reach_a_vendor(
+    deployment: Deployment, sandboxes: Sandboxes
+) -> None:
+    """Transaction markers are offsets without a record, and aborted events were never published.
+
+    Each committed transaction leaves a marker (an offset no consumer sees), so the
+    connector must take those gaps as gaps; an aborted transaction's events must
+    not reach the vendor (Faust's own default would read them).
+    """
+    order = target("kombo", "k-txn-1")
+    opened, aborted = make_event("opened", order), make_event("cancelled", order)
+    later = [make_event("progress", order), make_event("completed", order)]
+    deployment.worker()  # creates the topics
+    producer = AIOKafkaProducer(
+        bootstrap_servers=deployment.bootstrap, transactional_id=f"txn-{uuid.uuid4().hex}"
+    )
+    await producer.start()
+    try:
+        for batch, commit in (([opened], True), ([aborted], False), (later, True)):
+            await producer.begin_transaction()
+            for event in batch:
+                key, value = record(event)
+                await producer.send_and_wait(deployment.events_topic, value, key=key)
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    published = [opened, *later]
+    audit = await deployment.audit_until_terminal([e["event_id"] for e in published], timeout=60)
+
+    assert terminal_by_event(audit) == {e["event_id"]: ["delivered"] for e in published}
+    assert aborted["event_id"] not in {r["event_id"] for r in audit}
+    assert [e["body"]["status"] for e in sandboxes.kombo.recorded()] == [
+        "OPEN",
+        "OPEN",
+        "COMPLETED",
+    ]
