@@ -42,12 +42,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from connector.app import create_app
+    from connector.check import refuse_unsafe_start
     from connector.kafka_clients import ensure_topics
     from connector.logs import configure_logging
+    from connector.settings import otel_environment
+    from connector.tracing import configure as configure_tracing
 
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings))
+    # Before joining the group: e.g. an empty key against a real vendor would dead-letter
+    # every event as a 401 (raises ConfigError, exit 2).
+    for warning in refuse_unsafe_start(settings):
+        logger.warning("%s", warning)
     _require_broker(settings)
+    configure_tracing(otel_environment())
     asyncio.run(ensure_topics(settings))
     connector = create_app(settings)
     worker = faust.Worker(
@@ -100,9 +108,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from connector.kafka_clients import producer
 
     settings = get_settings()
-    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    text = raw.decode("utf-8").strip()
-    documents: list[Any] = json.loads(text) if text.startswith("[") else [json.loads(text)]
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        text = raw.decode("utf-8").strip()
+        documents: list[Any] = json.loads(text) if text.startswith("[") else [json.loads(text)]
+    except OSError as exc:
+        print(f"connector publish: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = "stdin" if args.file == "-" else args.file
+        print(f"connector publish: {where} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
     records: list[tuple[bytes, bytes]] = []
     for index, document in enumerate(documents):
         value = json.dumps(document).encode()
@@ -236,6 +252,12 @@ def cmd_target(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from connector.check import run_checks
+
+    return run_checks()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -285,18 +307,38 @@ def build_parser() -> argparse.ArgumentParser:
     tgt.add_argument("--reason", help="why (goes to the audit trail)")
     tgt.add_argument("--json", action="store_true")
     tgt.set_defaults(func=cmd_target)
+
+    sub.add_parser(
+        "check",
+        help="validate the configuration, reach the broker, check topics and vendor credentials",
+    ).set_defaults(func=cmd_check)
+
+    from connector.cli_help import document
+
+    document(parser)  # plain text, and the variables each command reads
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from connector.config_errors import ConfigError, load_settings, unknown_variables
     from connector.errors import ConfigurationError
     from connector.logs import configure_logging
 
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return int(args.func(args))  # reports configuration problems itself, one per line
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"connector: configuration error: {line}", file=sys.stderr)
+        return 2
+    if args.command != "worker":  # the worker logs them (JSON lines)
+        for warning in unknown_variables():
+            print(f"connector: warning: {warning}", file=sys.stderr)
     if args.command not in ("worker", "demo"):
-        settings = get_settings()
         configure_logging("WARNING", json_lines=False, secrets=_secrets(settings))
     try:
         result: int = args.func(args)
@@ -304,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # aiokafka logs the cause (e.g. authentication failed) just above; one line here.
         print(f"connector: Kafka error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"connector: configuration error: {line}", file=sys.stderr)
+        return 2
     except ConfigurationError as exc:
         # e.g. partition counts that disagree (topics ensure, worker): refuse, say why.
         print(f"connector: configuration error: {exc}", file=sys.stderr)

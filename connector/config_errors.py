@@ -135,7 +135,8 @@ def _fix(error: Mapping[str, Any], field: FieldInfo | None) -> tuple[str, str]:
     elif kind in ("too_short", "list_type", "dict_type", "json_invalid", "json_type"):
         fix = 'set a JSON list or object, e.g. ["a", "b"]'
     elif "secret file" in problem:
-        fix = "create the file, or point the variable at the right path"
+        problem, _, own_fix = problem.partition(": ")
+        fix = own_fix or "create the file, or point the variable at the right path"
     else:
         fix = "set a valid value, or unset it for the default"
     if default is not ...:

@@ -7,6 +7,9 @@ Contract readings (decided by the lead, implemented as listed):
 
 - ``PUT /v1/assessment/orders/{assessment_order_id}/result`` and
   ``PUT /v1/assessment/packages``.
+- ``GET /v1/check-api-key`` (Kombo's documented key check, not in the seeds; used by
+  ``connector check``): 200 ``{"status": "success", "data": {"environment_id",
+  "customer_id"}}`` for the configured key, else the 401 below. No state, no faults.
 - ``Authorization: Bearer <key>`` must equal the configured key, else 401
   ``PLATFORM.AUTHENTICATION_INVALID``. ``X-Integration-Id`` is required (missing ->
   400 ``PLATFORM.INPUT_INVALID``). Any integration id is known unless the control
@@ -646,9 +649,25 @@ class KomboSandbox(VendorSandbox):
             "*", "/v1/assessment/orders/{assessment_order_id}/result", self._order_result
         )
         router.add_route("*", "/v1/assessment/packages", self._set_packages)
+        router.add_get("/v1/check-api-key", self._check_api_key)
 
     def _add_vendor_control_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/_sandbox/integrations/{integration_id}", self._ctl_integration)
+
+    async def _check_api_key(self, request: web.Request) -> web.Response:
+        entry = self._record(request, None, None)
+        if bearer_matches(request.headers.get("Authorization"), self._expected_auth):
+            data = {"environment_id": "sandbox", "customer_id": "sandbox"}
+            response = web.json_response({"status": "success", "data": data})
+        else:
+            response = self._error_response(
+                401,
+                "Missing or invalid API key: send 'Authorization: Bearer <API key>'",
+                code="PLATFORM.AUTHENTICATION_INVALID",
+                entry=entry,
+            )
+        entry["status_code"] = response.status
+        return response
 
     async def _order_result(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
