@@ -1,0 +1,136 @@
+"""The Grafana dashboard and the Prometheus alert rules agree with the code and the README.
+
+``promtool`` (Debian's ``prometheus`` package, installed by scripts/bootstrap)
+checks the rules, runs their unit tests (``alerts.test.yml``), and parses every
+dashboard query as a recording rule. That each metric named here exists on a
+running worker is checked in tests/e2e/test_observability.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from connector.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy" / "grafana" / "connector.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERT_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yml"
+
+_METRIC = re.compile(r"\b(connector_[a-z_]+)\b")
+# Series suffixes Prometheus derives from a counter or histogram family.
+_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
+    return [t["expr"] for p in panels for t in p.get("targets", [])]
+
+
+def alert_queries() -> list[str]:
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    return [rule["expr"] for g in groups for rule in g["rules"]]
+
+
+def metric_names(queries: list[str]) -> set[str]:
+    """Every connector series a query reads (label values such as outcome= excluded)."""
+    names: set[str] = set()
+    for query in queries:
+        without_labels = re.sub(r"\{[^}]*\}", "", query)
+        names |= set(_METRIC.findall(without_labels))
+    return names
+
+
+def family(series: str) -> str:
+    for suffix in _SUFFIXES:
+        if series.endswith(suffix):
+            return series.removesuffix(suffix)
+    return series
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI: scripts/bootstrap installs it (prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus; scripts/bootstrap)")
+    return found
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    tool = promtool()
+    check = subprocess.run(
+        [tool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS" in check.stdout
+    run = subprocess.run(
+        [tool, "test", "rules", ALERT_TESTS.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ALERT_TESTS.parent,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    tool = promtool()
+    # Grafana's own variables are not PromQL; a fixed window stands in for them.
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": q.replace("$__rate_interval", "5m")}
+        for i, q in enumerate(dashboard_queries())
+    ]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run(
+        [tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_promtool_check_fails_on_a_broken_rule(tmp_path: Path) -> None:
+    """The check above can fail: a rule with a syntax error is refused."""
+    tool = promtool()
+    path = tmp_path / "broken.yml"
+    path.write_text("groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: sum(\n")
+    check = subprocess.run(
+        [tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode != 0
+
+
+def test_dashboard_and_rules_name_only_registered_and_documented_metrics() -> None:
+    registered = {m.name for m in Metrics().registry.collect()}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    used = metric_names(dashboard_queries()) | metric_names(alert_queries())
+    assert used, "no metric found in the dashboard and rules"
+    assert {family(s) for s in used} <= registered
+    # The README documents every metric the worker serves, by its series name.
+    for name in sorted(registered):
+        assert re.search(rf"`{name}(_total)?`", readme), f"{name} is not documented in the README"
+    # And the dashboard shows every family (a metric nobody looks at is noise).
+    assert {family(s) for s in metric_names(dashboard_queries())} == registered
+
+
+def test_the_rules_cover_the_issue_13_conditions() -> None:
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    alerts = {rule["alert"]: rule["expr"] for g in groups for rule in g["rules"]}
+    wanted = {
+        "ConnectorConsumerLagGrowing": "connector_consumer_lag",
+        "ConnectorDeadLetters": "connector_dead_letters_total",
+        "ConnectorCircuitOpen": "connector_circuit_open",
+        "ConnectorEventsParked": 'outcome="parked"',
+        "ConnectorWorkerNotReady": "connector_ready",
+        "ConnectorDeliveryLatencyHigh": "histogram_quantile(0.99",
+    }
+    for alert, needle in wanted.items():
+        assert needle in alerts[alert], alert
