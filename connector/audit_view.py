@@ -1,39 +1,116 @@
-"""Reading the audit and dead-letter topics: filters, a readable table, replay.
+"""Reading the audit and dead-letter topics: positions, filters, a readable table.
 
-Used by ``connector audit tail``, ``connector dlq list|replay`` and the demo.
+Used by ``connector audit tail``, ``connector order show`` (:mod:`connector.order_view`),
+``connector dlq list|replay`` (:mod:`connector.dlq`) and the demo.
+
+Where reading starts matters on a topic that holds weeks of records: ``audit tail
+--follow`` starts at the end, ``--since`` looks the start up per partition with
+``offsets_for_times``, and anything about one order reads only the partition its key
+hashes to. The connector writes audit records through Faust's producer with the
+order key as the record key and no explicit partition, so the partition is Kafka's
+default partitioner (murmur2, as in the Java client) over the topic's partition
+count: :func:`partition_for_key`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import logging
+import re
+import shutil
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
 
-from connector.audit import DeadLetter
-from connector.kafka_clients import consumer, producer
+from connector.audit import Outcome
+from connector.kafka_clients import consumer
 from connector.settings import Settings
 
 __all__ = [
+    "OUTCOMES",
     "AuditFilter",
+    "Start",
+    "add_tail_arguments",
+    "as_json",
+    "detail_of",
     "format_header",
     "format_row",
+    "is_order_key",
+    "parse_since",
+    "partition_count",
+    "partition_for_key",
+    "read_records",
     "read_topic",
-    "replay_dead_letters",
+    "show_key",
+    "tail_command",
+    "vendor_of",
 ]
+
+logger = logging.getLogger(__name__)
+
+OUTCOMES = tuple(o.value for o in Outcome)
+ORDER_KEY_PREFIXES = ("kombo|", "comeet|", "kombo-packages|")
+
+# Where to start reading: the first record, the end (only what comes next), or the
+# first record at or after a time.
+Start = Literal["beginning", "end"] | datetime
+
+
+def partition_for_key(key: str | bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, Java client and aiokafka)
+    gives a key; the audit topic's partition of an order key."""
+    raw = key.encode() if isinstance(key, str) else key
+    return (murmur2(raw) & 0x7FFFFFFF) % partitions
+
+
+def vendor_of(order_key: str | None) -> str | None:
+    """``kombo`` or ``comeet`` from an order key (``kombo-packages|…`` is Kombo)."""
+    if not order_key:
+        return None
+    head = order_key.split("|", 1)[0]
+    return "kombo" if head.startswith("kombo") else head
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``--since``: a duration back from now (``90s``, ``15m``, ``2h``, ``1d``, ``1w``)
+    or an ISO 8601 time (a date, or a date and time; no zone means UTC)."""
+    current = now or datetime.now(UTC)
+    match = _DURATION.match(text.strip().lower())
+    if match is not None:
+        return current - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (90s, 15m, 2h, 1d, 1w) nor an ISO 8601 time "
+            "(2026-12-02, 2026-12-02T14:00, 2026-12-02T14:00:00+01:00)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class AuditFilter:
-    order: str | None = None  # substring of the order key
+    order: str | None = None  # a full order key (exact), or a substring of one
     vendor: str | None = None
     outcome: str | None = None
     terminal_only: bool = False
 
     def __call__(self, record: dict[str, Any]) -> bool:
-        if self.order and self.order not in (record.get("order_key") or ""):
+        key = record.get("order_key") or ""
+        if self.order and not (
+            key == self.order if is_order_key(self.order) else self.order in key
+        ):
             return False
         if self.vendor and record.get("vendor") != self.vendor:
             return False
@@ -42,47 +119,235 @@ class AuditFilter:
         return not (self.terminal_only and not record.get("terminal"))
 
 
-_COLUMNS = (
-    ("time", 12),
-    ("worker", 8),
-    ("order", 34),
-    ("event", 16),
-    ("outcome", 13),
-    ("http", 4),
-    ("try", 3),
-)
+def is_order_key(text: str) -> bool:
+    """A whole order key (``kombo|<integration>|<order>``, ``comeet|<id>``, …)."""
+    return text.startswith(ORDER_KEY_PREFIXES) and len(text) > text.index("|") + 1
 
 
-def format_header() -> str:
-    head = " ".join(f"{name:<{width}}" for name, width in _COLUMNS) + " detail"
-    return head + "\n" + "-" * len(head)
+# -- the table ------------------------------------------------------------------------------
+
+_MIN_ORDER_W = 20
+_MIN_DETAIL_W = 24
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Column widths for a terminal: wide ones get milliseconds and a worker column
+    wide enough for host names; narrow ones (under 120 columns) trade those for the
+    order column, and put the detail on its own line when no room is left."""
+
+    time: int
+    worker: int
+    order: int
+    event: int = 9  # completed, cancelled, progress, packages…
+    outcome: int = 13  # dead_lettered
+    http: int = 4
+    attempt: int = 3
+    detail: int = 0  # 0: on a line of its own
+    total: int = 160
+
+    @classmethod
+    def for_width(cls, width: int | None) -> _Layout:
+        total = width or shutil.get_terminal_size(fallback=(160, 24)).columns
+        wide = total >= 120
+        time, worker, http = (23, 10, 4) if wide else (19, 6, 3)
+        fixed = time + worker + 9 + 13 + http + 3 + 7  # 7 gaps between 8 columns
+        room = total - fixed
+        order = max(_MIN_ORDER_W, min(60, room * 2 // 5 if wide else room - _MIN_DETAIL_W))
+        detail = room - order - 1
+        return cls(
+            time=time,
+            worker=worker,
+            order=order,
+            http=http,
+            detail=detail if detail >= _MIN_DETAIL_W else 0,
+            total=total,
+        )
+
+    def columns(self) -> tuple[tuple[str, int], ...]:
+        return (
+            ("time", self.time),
+            ("worker", self.worker),
+            ("order", self.order),
+            ("event", self.event),
+            ("outcome", self.outcome),
+            ("http", self.http),
+            ("try", self.attempt),
+        )
 
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_row(record: dict[str, Any]) -> str:
-    """One audit record as one readable line."""
-    stamp = str(record.get("time", ""))[11:23]
+def show_key(key: str, width: int) -> str:
+    """An order key in ``width`` columns without ever cutting the order id.
+
+    Only the integration id, in the middle of a Kombo key, is elided (its middle);
+    a key whose order id alone is wider than the column is shown whole, and the
+    row grows: an operator must be able to copy the id from the table.
+    """
+    if len(key) <= width:
+        return key
+    parts = key.split("|", 2)
+    if parts[0] == "kombo" and len(parts) == 3:
+        vendor, integration, order = parts
+        room = width - len(vendor) - len(order) - 2
+        if room >= 3:
+            head = (room - 1) // 2
+            tail = room - 1 - head
+            middle = integration[:head] + "…" + (integration[-tail:] if tail else "")
+            return f"{vendor}|{middle}|{order}"
+        return f"{vendor}|…|{order}"
+    return key
+
+
+def format_header(width: int | None = None) -> str:
+    layout = _Layout.for_width(width)
+    head = " ".join(f"{name:<{w}}" for name, w in layout.columns())
+    head = head + " detail" if layout.detail else head.rstrip()
+    return head + "\n" + "-" * min(layout.total, len(head) + max(0, layout.detail - 6))
+
+
+def _stamp(value: Any, width: int) -> str:
+    text = str(value or "")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return _clip(text, width)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:width]
+
+
+def detail_of(record: dict[str, Any]) -> str:
     detail = record.get("reason") or ""
-    if record.get("vendor_code"):
-        detail = f"[{record['vendor_code']}] {detail}"
+    code = record.get("vendor_code")
+    if code and not detail.startswith(code):  # Kombo's reasons often start with it
+        detail = f"[{code}] {detail}"
     if record.get("warnings"):
         detail += " warnings: " + "; ".join(record["warnings"])
+    if record.get("unknown_fields"):
+        detail += " unknown fields: " + ", ".join(record["unknown_fields"])
+    return detail.strip()
+
+
+def format_row(record: dict[str, Any], width: int | None = None) -> str:
+    """One audit record as one readable line (two on a narrow terminal); times in UTC."""
+    layout = _Layout.for_width(width)
+    key = record.get("order_key") or "-"
     cells = (
-        stamp,
-        record.get("worker_id") or "",
-        record.get("order_key") or "-",
-        (record.get("event_type") or "-").removeprefix("order."),
-        record.get("outcome", ""),
-        str(record.get("http_status") or ""),
-        str(record.get("attempt") or ""),
+        _stamp(record.get("time"), layout.time),
+        _clip(record.get("worker_id") or "", layout.worker),
+        show_key(key, layout.order),
+        _clip((record.get("event_type") or "-").removeprefix("order."), layout.event),
+        _clip(record.get("outcome", ""), layout.outcome),
+        _clip(str(record.get("http_status") or ""), layout.http),
+        _clip(str(record.get("attempt") or ""), layout.attempt),
     )
-    line = " ".join(
-        f"{_clip(cell, width):<{width}}" for cell, (_, width) in zip(cells, _COLUMNS, strict=True)
-    )
-    return f"{line} {detail}".rstrip()
+    widths = [w for _, w in layout.columns()]
+    line = " ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths, strict=True))
+    detail = detail_of(record)
+    # A key wider than its column (a long order id, never cut) takes from the detail.
+    room = layout.detail - max(0, len(cells[2]) - layout.order)
+    if layout.detail and room >= _MIN_DETAIL_W // 2:
+        return f"{line} {_clip(detail, room)}".rstrip()
+    line = line.rstrip()
+    return f"{line}\n    {_clip(detail, layout.total - 4)}" if detail else line
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+async def partition_count(reader: AIOKafkaConsumer, topic: str) -> int:
+    """The topic's partition count from fresh cluster metadata (0: no such topic).
+
+    ``partitions_for_topic`` only knows topics the consumer already tracks, and an
+    assigning reader tracks none yet; the metadata ``topics()`` fetches is not kept,
+    so it is fetched here the same way and asked directly.
+    """
+    cluster = await reader._client.fetch_all_metadata()
+    return len(cluster.partitions_for_topic(topic) or ())
+
+
+async def _seek(
+    reader: AIOKafkaConsumer, partitions: Sequence[TopicPartition], start: Start
+) -> None:
+    if start == "beginning":
+        await reader.seek_to_beginning(*partitions)
+    elif start == "end":
+        await reader.seek_to_end(*partitions)
+    else:
+        assert isinstance(start, datetime)
+        wanted = int(start.timestamp() * 1000)
+        found = await reader.offsets_for_times({tp: wanted for tp in partitions})
+        ends = await reader.end_offsets(list(partitions))
+        for tp in partitions:
+            hit = found.get(tp)
+            # No record at or after the time in this partition: only what comes next.
+            reader.seek(tp, hit.offset if hit is not None else ends[tp])
+
+
+async def read_records(
+    settings: Settings,
+    topic: str,
+    *,
+    partitions: Sequence[int] | None = None,
+    key: str | None = None,
+    start: Start = "beginning",
+    follow: bool = False,
+    stop: Callable[[], bool] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> AsyncIterator[Any]:
+    """The raw records (aiokafka ``ConsumerRecord``) of ``topic``, or of some of its
+    partitions, from ``start``; without ``follow``, up to the end offsets as they were
+    when reading began (a busy topic does not keep it reading forever). With ``key``,
+    only the partition Kafka's default partitioner gives that key. ``on_ready`` is
+    called once every partition's start position is fixed: a record published after
+    it is read.
+
+    Partitions are assigned, not subscribed: no consumer group, nothing committed.
+    """
+    reader = consumer(settings, enable_auto_commit=False, group_id=None)
+    await reader.start()
+    try:
+        count = await partition_count(reader, topic)
+        while count == 0 and follow and not (stop is not None and stop()):
+            await asyncio.sleep(0.5)  # following a topic the first worker creates
+            count = await partition_count(reader, topic)
+        if count == 0:
+            raise LookupError(f"topic {topic} does not exist")
+        if key is not None:
+            partitions = [partition_for_key(key, count)]
+        chosen = [TopicPartition(topic, p) for p in (partitions or range(count)) if p < count]
+        reader.assign(chosen)
+        await _seek(reader, chosen, start)
+        for tp in chosen:
+            await reader.position(tp)  # resolves a pending seek to the end now
+        ends = await reader.end_offsets(chosen)
+        if on_ready is not None:
+            on_ready()
+        while True:
+            batch = await reader.getmany(timeout_ms=250)
+            for tp in sorted(batch, key=lambda t: t.partition):
+                for message in batch[tp]:
+                    if follow or message.offset < ends[tp]:
+                        yield message
+            if stop is not None and stop():
+                return
+            if not follow:
+                positions = [await reader.position(tp) for tp in chosen]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, chosen, strict=True)):
+                    return
+    finally:
+        await reader.stop()
+
+
+def as_json(message: Any) -> dict[str, Any] | None:
+    """A record's JSON object value, or None (not JSON, or not an object)."""
+    try:
+        document = json.loads(message.value)
+    except (TypeError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 async def read_topic(
@@ -92,71 +357,96 @@ async def read_topic(
     follow: bool,
     stop: Callable[[], bool] | None = None,
 ) -> AsyncIterator[tuple[bytes | None, dict[str, Any]]]:
-    """JSON records of a topic from its beginning; with ``follow``, keep waiting for more."""
-    reader = consumer(
-        settings, topic, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    """JSON records of a whole topic from its beginning; with ``follow``, keep waiting."""
+    async for message in read_records(settings, topic, follow=follow, stop=stop):
+        document = as_json(message)
+        if document is not None:
+            yield message.key, document
+
+
+# -- connector audit tail -------------------------------------------------------------------
+
+
+def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["tail"])
+    parser.add_argument(
+        "--order",
+        metavar="KEY",
+        help="one order: its whole key (only its partition is read), or a part of keys",
     )
-    await reader.start()
+    parser.add_argument("--vendor", choices=["kombo", "comeet"])
+    parser.add_argument("--outcome", choices=OUTCOMES)
+    parser.add_argument("--terminal", action="store_true", help="final outcomes only")
+    parser.add_argument(
+        "--follow", "-f", action="store_true", help="keep waiting for more (starts at the end)"
+    )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest retained record"
+    )
+    start.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="start at a time: a duration back (90s, 15m, 2h, 1d) or an ISO 8601 time",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON record per line")
+
+
+def tail_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``connector audit tail``. Without ``--follow`` it prints what is there and ends
+    (from the beginning, or ``--since``); with it, it starts at the end."""
+    start: Start
+    if args.since:
+        try:
+            start = parse_since(args.since)
+        except ValueError as exc:
+            print(f"connector: --since: {exc}", file=sys.stderr)
+            return 2
+    elif args.from_beginning or not args.follow:
+        start = "beginning"
+    else:
+        start = "end"
+    exact = bool(args.order) and is_order_key(args.order)
+    if args.order and not exact:
+        print(
+            f"--order {args.order!r} is not a whole order key (kombo|<integration>|<order>, "
+            "comeet|<evaluation>): every partition is scanned for it",
+            file=sys.stderr,
+        )
+    keep = AuditFilter(
+        order=args.order, vendor=args.vendor, outcome=args.outcome, terminal_only=args.terminal
+    )
+    width = shutil.get_terminal_size(fallback=(160, 24)).columns
+
+    def ready() -> None:
+        if args.follow:
+            since = "the end" if start == "end" else f"{args.since or 'the beginning'}"
+            print(
+                f"following from {since} (--since WHEN or --from-beginning for older records)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def tail() -> None:
+        if not args.json:
+            print(format_header(width), flush=True)
+        async for message in read_records(
+            settings,
+            settings.topics.audit,
+            key=args.order if exact else None,
+            start=start,
+            follow=args.follow,
+            on_ready=ready,
+        ):
+            record = as_json(message)
+            if record is not None and keep(record):
+                print(json.dumps(record) if args.json else format_row(record, width), flush=True)
+
     try:
-        while True:
-            batch = await reader.getmany(timeout_ms=250)
-            for messages in batch.values():
-                for message in messages:
-                    try:
-                        yield message.key, json.loads(message.value)
-                    except ValueError:
-                        continue
-            if stop is not None and stop():
-                return
-            if not follow and not batch and await _at_end(reader):
-                return
-    finally:
-        await reader.stop()
-
-
-async def _at_end(reader: Any) -> bool:
-    assigned: set[TopicPartition] = reader.assignment()
-    if not assigned:
-        return False
-    ends = await reader.end_offsets(list(assigned))
-    for tp in assigned:
-        if await reader.position(tp) < ends[tp]:
-            return False
-    return True
-
-
-async def replay_dead_letters(
-    settings: Settings,
-    select: Callable[[DeadLetter], bool],
-    *,
-    dry_run: bool = False,
-    progress: Callable[[int, DeadLetter], None] | None = None,
-) -> int:
-    """Publish the originals of the selected dead letters to the events topic again.
-
-    The original key and bytes are published unchanged, so the event keeps its
-    id: the lifecycle guard recognises a tried-but-undelivered event and
-    delivers it unless a newer event of its order superseded it, and a
-    delivered one is reported as a duplicate. Each goes back to the partition
-    it came from: the order's state lives there, whatever partitioner the
-    original producer used.
-    """
-    letters: list[DeadLetter] = []
-    async for _, document in read_topic(settings, settings.topics.dead_letter, follow=False):
-        letter = DeadLetter.model_validate(document)
-        if select(letter):
-            letters.append(letter)
-    if dry_run or not letters:
-        return len(letters)
-    writer = producer(settings)
-    await writer.start()
-    try:
-        for n, letter in enumerate(letters, 1):
-            key, value = letter.original()
-            partition = letter.source.partition if letter.source is not None else None
-            await writer.send_and_wait(settings.topics.events, value, key=key, partition=partition)
-            if progress is not None:
-                progress(n, letter)
-    finally:
-        await writer.stop()
-    return len(letters)
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        pass
+    except LookupError as exc:
+        print(f"connector: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0

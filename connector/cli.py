@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -159,72 +158,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from connector.audit_view import AuditFilter, format_header, format_row, read_topic
+    from connector.audit_view import tail_command
 
     settings = get_settings()
     _require_broker(settings)
-    keep = AuditFilter(
-        order=args.order, vendor=args.vendor, outcome=args.outcome, terminal_only=args.terminal
-    )
-
-    async def tail() -> None:
-        if not args.json:
-            print(format_header(), flush=True)
-        async for _, record in read_topic(settings, settings.topics.audit, follow=args.follow):
-            if keep(record):
-                print(json.dumps(record) if args.json else format_row(record), flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail())
-    return 0
+    return tail_command(settings, args)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from connector.audit import DeadLetter
-    from connector.audit_view import read_topic, replay_dead_letters
+    from connector.dlq import dlq_command
 
     settings = get_settings()
     _require_broker(settings)
+    return dlq_command(settings, args)
 
-    def selected(letter: DeadLetter) -> bool:
-        return (
-            (args.code is None or letter.code == args.code)
-            and (args.order is None or args.order in (letter.order_key or ""))
-            and (args.event_id is None or letter.event_id == args.event_id)
-        )
 
-    if args.action == "list":
+def cmd_order(args: argparse.Namespace) -> int:
+    from connector.order_view import show_command
 
-        async def listing() -> int:
-            count = 0
-            async for _, document in read_topic(
-                settings, settings.topics.dead_letter, follow=False
-            ):
-                letter = DeadLetter.model_validate(document)
-                if selected(letter):
-                    count += 1
-                    if args.json:
-                        print(json.dumps(document))
-                    else:
-                        print(
-                            f"{letter.time:%Y-%m-%d %H:%M:%S} {letter.code:<18} "
-                            f"{letter.order_key or '-':<34} {letter.event_id or '-':<24} "
-                            f"{letter.reason}"
-                        )
-            return count
-
-        count = asyncio.run(listing())
-        print(f"{count} dead letters", file=sys.stderr)
-        return 0
-
-    def progress(n: int, letter: DeadLetter) -> None:
-        print(f"replayed {n}: {letter.order_key or '-'} {letter.event_id or '-'}", flush=True)
-
-    count = asyncio.run(
-        replay_dead_letters(settings, selected, dry_run=args.dry_run, progress=progress)
-    )
-    print(f"{'would replay' if args.dry_run else 'replayed'} {count} dead letters")
-    return 0
+    settings = get_settings()
+    _require_broker(settings)
+    return show_command(settings, args)
 
 
 def cmd_target(args: argparse.Namespace) -> int:
@@ -280,24 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=cmd_demo)
 
+    # The arguments of audit, dlq and order live next to their commands.
+    from connector.audit_view import add_tail_arguments
+    from connector.dlq import add_dlq_arguments
+    from connector.order_view import add_show_arguments
+
     audit = sub.add_parser("audit", help="read the audit topic")
-    audit.add_argument("action", choices=["tail"])
-    audit.add_argument("--order", help="substring of the order key")
-    audit.add_argument("--vendor", choices=["kombo", "comeet"])
-    audit.add_argument("--outcome")
-    audit.add_argument("--terminal", action="store_true", help="final outcomes only")
-    audit.add_argument("--follow", "-f", action="store_true", help="keep waiting for more")
-    audit.add_argument("--json", action="store_true", help="one JSON record per line")
+    add_tail_arguments(audit)
     audit.set_defaults(func=cmd_audit)
 
-    dlq = sub.add_parser("dlq", help="list or replay dead letters")
-    dlq.add_argument("action", choices=["list", "replay"])
-    dlq.add_argument("--code", help="e.g. retries_exhausted, permanent, schema")
-    dlq.add_argument("--order", help="substring of the order key")
-    dlq.add_argument("--event-id")
-    dlq.add_argument("--dry-run", action="store_true")
-    dlq.add_argument("--json", action="store_true")
+    dlq = sub.add_parser("dlq", help="list or replay dead letters (open or replayed)")
+    add_dlq_arguments(dlq)
     dlq.set_defaults(func=cmd_dlq)
+
+    order = sub.add_parser("order", help="one order's state and audit timeline")
+    add_show_arguments(order)
+    order.set_defaults(func=cmd_order)
 
     tgt = sub.add_parser(
         "target", help="pause, resume or list targets (a Kombo integration, or Comeet)"

@@ -82,8 +82,12 @@ async def test_topics_publish_audit_and_dlq(
     listing = await cli(env, "dlq", "list")
     assert "not_json" in listing.stdout
     assert "1 dead letters" in listing.stderr
+    # not_json cannot succeed again as it is: refused unless forced (issue 14 item 4).
     dry = await cli(env, "dlq", "replay", "--code", "not_json", "--dry-run")
-    assert "would replay 1 dead letters" in dry.stdout
+    assert "would replay 0 dead letters" in dry.stdout
+    assert "refused 1 dead letters" in dry.stderr and dry.returncode == 2
+    forced = await cli(env, "dlq", "replay", "--code", "not_json", "--dry-run", "--force")
+    assert "would replay 1 dead letters" in forced.stdout
 
 
 def test_topics_generate_writes_the_contract_files(tmp_path: Path) -> None:
