@@ -181,7 +181,27 @@ def corpus() -> list[tuple[str, bytes | None, bytes, str, str]]:
             "schema",
             "exactly one of data",
         ),
-        ("unknown field", *_raw(completed(surprise=True)), "schema", "surprise"),
+        # Producers evolve (issue 14 item 3): an unknown field is accepted (see the valid
+        # events below); an unknown major version is its own dead letter.
+        (
+            "unknown major version",
+            *_raw(completed(schema_version="2.0", surprise=True)),
+            "unsupported_version",
+            "major version 2",
+        ),
+        (
+            "unknown major version, nothing else known",
+            kkey,
+            b'{"schema_version": 3, "kind": "order.finished.v3"}',
+            "unsupported_version",
+            "this connector reads major version 1",
+        ),
+        (
+            "malformed version",
+            *_raw(completed(schema_version="one")),
+            "schema",
+            "schema_version",
+        ),
         (
             "key mismatch",
             b"kombo|greenhouse:BAD1|someone-else",
@@ -255,6 +275,9 @@ async def test_corpus_of_bad_inputs(deployment: Deployment, sandboxes: Sandboxes
     cases = corpus()
     assert len(cases) >= 30
     valid = [make_event("completed", target("comeet", f"c-ok-{i}")) for i in range(len(cases))]
+    # Every other valid event comes from a producer on a newer minor version.
+    for event in valid[::2]:
+        event |= {"schema_version": "1.4", "surprise": True}
     records: list[tuple[bytes | None, bytes]] = []
     for (_, key, value, _, _), event in zip(cases, valid, strict=True):
         records.append((key, value))
@@ -281,4 +304,13 @@ async def test_corpus_of_bad_inputs(deployment: Deployment, sandboxes: Sandboxes
             problems.append(f"{name}: got {letter['code']}: {letter['reason']}")
     assert not problems, "\n".join(problems)
     # The valid events all reached Comeet, in spite of everything around them.
-    assert len([e for e in sandboxes.comeet.recorded() if e["status_code"] == 204]) == len(valid)
+    reached = [e for e in sandboxes.comeet.recorded() if e["status_code"] == 204]
+    assert len(reached) == len(valid)
+    assert not any("surprise" in json.dumps(e["body"]) for e in reached)  # never sent
+    newer = {e["event_id"] for e in valid[::2]}
+    listed = {
+        r["event_id"]: r["unknown_fields"]
+        for r in audit
+        if r["terminal"] and r["event_id"] in newer
+    }
+    assert listed == {event_id: ["surprise"] for event_id in newer}
