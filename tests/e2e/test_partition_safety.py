@@ -37,6 +37,9 @@ def _env(kafka_bootstrap: str, unique_name: NameFactory, tmp_path: Path) -> dict
         "CONNECTOR_DATA_DIR": str(tmp_path / "data"),
         "CONNECTOR_STORE": "memory://",
         "CONNECTOR_WEB_ENABLED": "false",
+        # The worker refuses to start without credentials; these are never used.
+        "CONNECTOR_KOMBO__API_KEY": "partition-safety-kombo-key",
+        "CONNECTOR_COMEET__TOKEN": "partition-safety-comeet-token",
     }
 
 
