@@ -201,6 +201,11 @@ def test_one_command_creates_the_secrets_compose_mounts(tmp_path: Path) -> None:
         assert file.stat().st_size >= 32
         assert file.stat().st_mode & 0o777 == 0o600
     assert first.stdout.count("created") == len(COMPOSE["secrets"])
+    # The empty directory some Docker versions leave for a missing secret file is replaced.
+    (tmp_path / "secrets/comeet_token").unlink()
+    (tmp_path / "secrets/comeet_token").mkdir()
+    subprocess.run([script], capture_output=True, text=True, check=True)
+    assert (tmp_path / "secrets/comeet_token").is_file()
     kept = (tmp_path / "secrets/kombo_api_key").read_text()
     again = subprocess.run([script], capture_output=True, text=True, check=True)
     assert again.stdout.count("kept") == len(COMPOSE["secrets"])
@@ -219,6 +224,8 @@ def test_a_missing_secret_file_is_a_clear_error(tmp_path: Path) -> None:
     empty.write_text("\n")
     with pytest.raises(ValidationError, match="comeet_token is empty"):
         Settings.model_validate({"comeet": {"token_file": str(empty)}})
+    with pytest.raises(ValidationError, match="does not exist"):  # a directory in its place
+        Settings.model_validate({"comeet": {"token_file": str(tmp_path)}})
 
 
 # -- restarts, stops, health -----------------------------------------------------------------
