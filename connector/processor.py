@@ -293,7 +293,12 @@ class Processor:
             job = self._invalid_job(lease, source, key, value, exc, None, ctx, headers)
             return job, None
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-            logger.exception("unexpected error while decoding offset %s", source.offset)
+            # Outside any job: the record's place goes into the line itself (connector.logs).
+            logger.exception(
+                "unexpected error while decoding offset %s",
+                source.offset,
+                extra={"partition": source.partition, "offset": source.offset},
+            )
             error = InvalidEventError(f"internal error: {type(exc).__name__}", code="internal")
             ctx = tracing.event_context(source.topic, source.partition, source.offset, headers)
             job = self._invalid_job(lease, source, key, value, error, None, ctx, headers)
