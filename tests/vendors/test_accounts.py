@@ -19,16 +19,22 @@ from pydantic import SecretStr, ValidationError
 from connector.accounts import comeet_router, kombo_router, secret_values
 from connector.cli import _secrets
 from connector.errors import PermanentDeliveryError
+from connector.events import event_adapter
+from connector.http import build_http_client
 from connector.logs import RedactingFilter
+from connector.sandbox import Sandboxes
 from connector.settings import (
     KOMBO_REGIONS,
     ComeetSettings,
+    DeliverySettings,
     KomboSettings,
     Settings,
 )
+from connector.vendors import comeet, kombo
 from connector.vendors.base import VendorRequest
 from connector.vendors.comeet import ComeetClient
 from connector.vendors.kombo import KomboClient
+from tests.factories import make_event, target
 
 DEFAULT_KEY = "default-kombo-key-0001"
 US_KEY = "us-kombo-key-from-file"
@@ -200,3 +206,55 @@ def test_every_credential_is_redacted_from_logs(multi_account_env: None) -> None
     text = stream.getvalue()
     assert ACME_TOKEN not in text and US_KEY not in text and STAGING_KEY not in text
     assert text.count("**********") == 3
+
+
+async def test_two_regions_and_a_customer_token_over_real_sockets() -> None:
+    """EU and US Kombo accounts and a customer's Comeet token: each sandbox accepts only
+    its own key, so a request sent with the wrong account would be refused (401)."""
+    async with (
+        Sandboxes(kombo_key="eu-key-0001", comeet_token="default-token-1", seed=1) as eu,
+        Sandboxes(kombo_key="us-key-0002", comeet_token="acme-token-0002", seed=2) as us,
+        build_http_client(DeliverySettings(connect_timeout_s=2, read_timeout_s=5)) as http,
+    ):
+        kombo_settings = KomboSettings.model_validate(
+            {
+                "api_key": "eu-key-0001",
+                "base_url": eu.kombo_url,
+                "accounts": {
+                    "us": {
+                        "api_key": "us-key-0002",
+                        "base_url": us.kombo_url,
+                        "integrations": ["us-*"],
+                    }
+                },
+            }
+        )
+        comeet_settings = ComeetSettings.model_validate(
+            {
+                "token": "default-token-1",
+                "base_url": eu.comeet_url,
+                "customers": {
+                    "acme": {
+                        "token": "acme-token-0002",
+                        "base_url": us.comeet_url,
+                        "evaluations": ["acme-*"],
+                    }
+                },
+            }
+        )
+        kombo_client = KomboClient(http, kombo_settings)
+        comeet_client = ComeetClient(http, comeet_settings)
+        for integration in ("eu:ONE", "us-TWO"):
+            event = event_adapter.validate_python(
+                make_event("opened", target("kombo", "o-1", integration))
+            )
+            assert (await kombo_client.send(kombo.map_event(event))).http_status == 200
+        for evaluation in ("globex-1", "acme-1"):
+            event = event_adapter.validate_python(
+                make_event("opened", target("comeet", evaluation))
+            )
+            assert (await comeet_client.send(comeet.map_event(event))).http_status in (200, 204)
+        assert list(eu.kombo.orders) == ["eu:ONE/o-1"]
+        assert list(us.kombo.orders) == ["us-TWO/o-1"]
+        assert list(eu.comeet.evaluations) == ["globex-1"]
+        assert list(us.comeet.evaluations) == ["acme-1"]
