@@ -103,7 +103,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from connector.errors import InvalidEventError
-    from connector.events import event_adapter, parse_record
+    from connector.events import parse_value
     from connector.kafka_clients import producer
 
     settings = get_settings()
@@ -122,12 +122,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for index, document in enumerate(documents):
         value = json.dumps(document).encode()
         try:
-            key = event_adapter.validate_python(document).key.encode()
-            parse_record(key, value, max_bytes=settings.kafka.max_message_bytes)
+            event = parse_value(value, max_bytes=settings.kafka.max_message_bytes)
+            key = event.key.encode()
         except Exception as exc:
             reason = exc.reason if isinstance(exc, InvalidEventError) else str(exc)
             print(f"event #{index} is invalid: {reason}", file=sys.stderr)
             return 2
+        if event.unknown_fields:
+            # Accepted and never sent (README "Compatibility rules"), but worth a word.
+            fields = ", ".join(event.unknown_fields)
+            print(f"event #{index}: unknown fields, ignored: {fields}", file=sys.stderr)
         records.append((key, value))
     _require_broker(settings)
 

@@ -86,6 +86,7 @@ __all__ = [
     "event_json_schema",
     "order_key",
     "parse_record",
+    "parse_value",
     "schema_major",
 ]
 
@@ -617,6 +618,22 @@ def _format_validation_error(exc: ValidationError) -> str:
 
 def parse_record(key: bytes | None, value: bytes | None, *, max_bytes: int) -> Event:
     """Decode, validate and key-check one Kafka record. Raises only InvalidEventError."""
+    event = parse_value(value, max_bytes=max_bytes)
+    expected = event.key
+    if key is None:
+        raise InvalidEventError(f"record has no key; expected {expected!r}", code="key_missing")
+    if key != expected.encode():
+        shown = key[:128].decode("utf-8", "replace")
+        raise InvalidEventError(
+            f"record key {shown!r} does not match the event's target {expected!r}",
+            code="key_mismatch",
+        )
+    return event
+
+
+def parse_value(value: bytes | None, *, max_bytes: int) -> Event:
+    """Decode and validate one record value, whatever its key (``connector publish``
+    computes the key from it). Raises only InvalidEventError."""
     if value is None:
         raise InvalidEventError("record has no value (tombstone)", code="empty")
     if len(value) > max_bytes:
@@ -672,15 +689,6 @@ def parse_record(key: bytes | None, value: bytes | None, *, max_bytes: int) -> E
         event = event_adapter.validate_python(raw)
     except ValidationError as exc:
         raise InvalidEventError(_format_validation_error(exc), code="schema") from None
-    expected = event.key
-    if key is None:
-        raise InvalidEventError(f"record has no key; expected {expected!r}", code="key_missing")
-    if key != expected.encode():
-        shown = key[:128].decode("utf-8", "replace")
-        raise InvalidEventError(
-            f"record key {shown!r} does not match the event's target {expected!r}",
-            code="key_mismatch",
-        )
     # Frozen models still take private attributes; the event is not shared yet.
     event._unknown_fields = _unknown_fields(raw, event)
     return event

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -214,3 +216,22 @@ def test_an_orders_events_summarise_attempts_and_errors() -> None:
     text = format_story(story, 160)
     assert "e1  completed  delivered  3 attempts, parked on the way" in text
     assert "state    none" in text
+
+
+def test_publish_names_unknown_fields_and_refuses_an_unknown_major(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.cli import main
+    from tests.factories import make_event
+
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("CONNECTOR_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(make_event("opened") | {"schema_version": "1.2", "team": "x"}))
+    with pytest.raises(SystemExit):  # valid: it stops only for want of a broker
+        main(["publish", str(newer)])
+    assert "event #0: unknown fields, ignored: team" in capsys.readouterr().err
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps(make_event("opened") | {"schema_version": 2}))
+    assert main(["publish", str(future)]) == 2
+    assert "major version 2" in capsys.readouterr().err
