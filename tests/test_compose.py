@@ -428,6 +428,43 @@ def test_dockerfile_pins_its_tools_and_caches_the_dependency_layer() -> None:
     assert all("--frozen" in line for line in lines if "uv sync" in line)
 
 
+def test_the_image_steps_build_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    """Replays the Dockerfile's COPY and ``uv sync`` steps in a bare directory (offline,
+    from uv's cache): the dependency layer needs only pyproject.toml and uv.lock, and the
+    project layer's files are enough for the commands the compose file runs."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed (scripts/bootstrap installs it)")
+    env = {**child_environment({}), "UV_OFFLINE": "1", "UV_PYTHON": sys.executable}
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("UV_PROJECT_ENVIRONMENT", None)
+    steps = re.findall(r"^(COPY|RUN) (.+)$", DOCKERFILE, re.M)
+    syncs = 0
+    for instruction, argument in steps:
+        if instruction == "COPY":
+            *sources, _ = re.sub(r"--\S+ ", "", argument).split()
+            for source in sources:
+                copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
+                copy(ROOT / source, tmp_path / source)
+        elif argument.startswith("uv sync"):
+            syncs += 1
+            run = subprocess.run(
+                [uv, *argument.split()[1:]], cwd=tmp_path, env=env, capture_output=True, text=True
+            )
+            assert run.returncode == 0, run.stderr[-2000:]
+            if "--no-install-project" in argument:
+                assert not (tmp_path / "connector").exists(), "the code came before the deps"
+    assert syncs == 2
+    python = tmp_path / ".venv/bin/python"
+    for command in (
+        [str(tmp_path / ".venv/bin/connector"), "--help"],
+        [str(python), "-m", "connector.healthcheck", "--help"],
+        [str(python), "-c", "import connector.slots, connector.sandbox, connector.app"],
+    ):
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_readme_documents_the_compose_workflow() -> None:
     section = README.split("### Docker Compose", 1)[1].split("\n## ", 1)[0]
     for claim in (
