@@ -24,8 +24,10 @@ import json
 import logging
 import shutil
 import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from connector.audit import TERMINAL_OUTCOMES, Outcome
 from connector.audit_view import (
@@ -42,7 +44,15 @@ from connector.lifecycle import Mark, OrderState, decode_state
 from connector.settings import Settings
 from connector.topics import changelog_topic
 
-__all__ = ["OrderStory", "add_show_arguments", "format_story", "read_story", "show_command"]
+__all__ = [
+    "OrderStory",
+    "add_show_arguments",
+    "format_story",
+    "read_story",
+    "show_command",
+    "web_answer",
+    "worker_answer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +291,77 @@ def show_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"no audit records and no state for {args.key}", file=sys.stderr)
         return 1
     return 0
+
+
+# -- GET /orders/{key} on a worker ----------------------------------------------------------
+
+
+def worker_answer(
+    key: str,
+    *,
+    partition: int,
+    events_topic: str,
+    changelog: str,
+    worker_id: str,
+    owned: Collection[tuple[str, int]],
+    owners: Mapping[str, Mapping[str, Sequence[int]]],
+    lookup: Callable[[bytes], OrderState | None],
+    rebalancing: bool,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(HTTP status, JSON body, headers) for one order's state on one worker.
+
+    Only the worker that owns the order's partition answers with the state (its
+    table holds it, and nothing else is up to date); another worker redirects to it
+    (307, ``Location``) when the group's assignment names its URL, and otherwise says
+    which partition it is and that nobody owns it right now. Never more than one key.
+    """
+    where = {"order_key": key, "partition": partition, "worker_id": worker_id}
+    if rebalancing:
+        return 503, {**where, "error": "a rebalance is running; ask again shortly"}, {}
+    if (events_topic, partition) in owned:
+        state = lookup(key.encode())
+        if state is None:
+            return 404, {**where, "error": "no state for this order on its partition"}, {}
+        return 200, {**where, "state": _state_json(state)}, {}
+    for url, topics in owners.items():
+        if partition in topics.get(changelog, ()):
+            location = f"{url.rstrip('/')}/orders/{quote(key, safe='')}?partition={partition}"
+            body = {**where, "error": "another worker owns this order", "owner": url}
+            return 307, body, {"Location": location}
+    return 503, {**where, "error": "no worker owns this partition right now"}, {}
+
+
+def web_answer(
+    connector: Any, key: str, partition_param: str | None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """``GET /orders/{key}[?partition=N]`` on a worker (:mod:`connector.app`).
+
+    The order's partition is the one its events are read from: Kafka's default
+    partitioner over the events topic (``connector publish``, Java producers), or
+    ``?partition=N`` for producers that choose partitions another way.
+    """
+    settings: Settings = connector.settings
+    if not is_order_key(key):
+        return 400, {"error": f"not an order key: {key[:200]!r}"}, {}
+    count = settings.topics.partitions
+    try:
+        partition = (
+            int(partition_param) if partition_param is not None else partition_for_key(key, count)
+        )
+    except ValueError:
+        partition = -1
+    if not 0 <= partition < count:
+        return 400, {"error": f"partition must be 0..{count - 1}"}, {}
+    app = connector.app
+    assignor = app.assignor
+    return worker_answer(
+        key,
+        partition=partition,
+        events_topic=settings.topics.events,
+        changelog=changelog_topic(settings),
+        worker_id=settings.worker_id,
+        owned={(tp.topic, tp.partition) for tp in assignor.assigned_actives()},
+        owners=assignor.table_metadata(changelog_topic(settings)),
+        lookup=lambda raw: decode_state(connector.table.get(raw)),
+        rebalancing=bool(app.rebalancing),
+    )

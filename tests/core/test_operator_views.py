@@ -235,3 +235,30 @@ def test_publish_names_unknown_fields_and_refuses_an_unknown_major(
     future.write_text(json.dumps(make_event("opened") | {"schema_version": 2}))
     assert main(["publish", str(future)]) == 2
     assert "major version 2" in capsys.readouterr().err
+
+
+def test_a_worker_serves_only_the_orders_of_its_partitions() -> None:
+    from connector.lifecycle import OrderState, OrderStatus
+    from connector.order_view import worker_answer
+
+    state = OrderState(status=OrderStatus.COMPLETED)
+    common: dict = {
+        "partition": 2,
+        "events_topic": "ev",
+        "changelog": "app-orders-changelog",
+        "worker_id": "w1",
+        "owners": {"http://w2:6066": {"app-orders-changelog": [2, 3]}},
+        "lookup": lambda raw: state if raw == b"comeet|a/b" else None,
+        "rebalancing": False,
+    }
+    status, body, _ = worker_answer("comeet|a/b", owned={("ev", 2)}, **common)
+    assert status == 200 and body["state"]["status"] == "COMPLETED"
+    status, body, _ = worker_answer("comeet|x", owned={("ev", 2)}, **common)
+    assert status == 404 and "state" not in body
+    status, body, headers = worker_answer("comeet|a/b", owned={("ev", 1)}, **common)
+    assert status == 307 and body["owner"] == "http://w2:6066"
+    assert headers["Location"] == "http://w2:6066/orders/comeet%7Ca%2Fb?partition=2"
+    status, body, _ = worker_answer("comeet|a/b", owned={("ev", 1)}, **{**common, "owners": {}})
+    assert status == 503 and "no worker owns" in body["error"]
+    status, _, _ = worker_answer("comeet|a/b", owned={("ev", 2)}, **{**common, "rebalancing": True})
+    assert status == 503

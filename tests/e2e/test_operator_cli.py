@@ -14,7 +14,9 @@ import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -87,7 +89,7 @@ async def test_an_operator_follows_orders_and_works_dead_letters(
         503, code="REMOTE.SERVICE_UNAVAILABLE", target=INTEGRATION, count=4
     )
     sandboxes.comeet.set_evaluation("c-gone", "deleted")
-    deployment.worker(
+    worker = deployment.worker(
         CONNECTOR_DELIVERY__BREAKER_FAILURES="3", CONNECTOR_DELIVERY__BREAKER_COOL_DOWN_S="0.3"
     )
     opened, completed = make_event("opened", STORY), make_event("completed", STORY)
@@ -260,6 +262,19 @@ async def test_an_operator_follows_orders_and_works_dead_letters(
     assert as_json["changelog"]["partition"] == opened_partition(audit, opened["event_id"])
     unknown = await cli(env, "order", "show", "comeet|never-seen")
     assert unknown.returncode == 1 and "no audit records" in unknown.stderr
+
+    # The worker that owns the order's partition serves its state (one key, never the table).
+    base = f"http://127.0.0.1:{worker.web_port}/orders"
+    async with httpx.AsyncClient(timeout=10) as http:
+        served = await http.get(f"{base}/{quote(STORY_KEY, safe='')}")
+        assert served.status_code == 200, served.text
+        assert served.json()["state"]["status"] == "COMPLETED"
+        assert served.json()["partition"] == as_json["changelog"]["partition"]
+        missing = await http.get(f"{base}/{quote('comeet|never/seen', safe='')}")
+        assert missing.status_code == 404
+        assert missing.json()["order_key"] == "comeet|never/seen"
+        assert (await http.get(f"{base}/not-a-key")).status_code == 400
+        assert (await http.get(f"{base}/")).status_code == 404
 
     # The closing note's screenshot-equivalent (shown with pytest -s).
     print(f"$ connector audit tail --order '{STORY_KEY}'\n{tail.stdout}")
