@@ -439,6 +439,14 @@ def create_app(settings: Settings) -> ConnectorApp:
         )
         return web.bytes(connector.metrics.render(), content_type="text/plain; version=0.0.4")
 
+    @app.page("/orders/{key:.+}")
+    async def order_state(web: Any, request: Any, key: str) -> Any:
+        # One order's state, from the worker owning its partition (connector.order_view).
+        from connector.order_view import web_answer
+
+        status, body, headers = web_answer(connector, key, request.query.get("partition"))
+        return web.json(body, status=status, headers=headers)
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _drain(app: faust.App, **kwargs: Any) -> None:
         await connector.close()
