@@ -82,6 +82,18 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_the_example_prometheus_config_loads_the_rules() -> None:
+    tool = promtool()
+    check = subprocess.run(
+        [tool, "check", "config", str(ALERTS.parent / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "alerts.yml" in check.stdout + check.stderr
+
+
 def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     tool = promtool()
     # Grafana's own variables are not PromQL; a fixed window stands in for them.
@@ -130,6 +142,7 @@ def test_the_rules_cover_the_issue_13_conditions() -> None:
         "ConnectorCircuitOpen": "connector_circuit_open",
         "ConnectorEventsParked": 'outcome="parked"',
         "ConnectorWorkerNotReady": "connector_ready",
+        "ConnectorWorkerDown": "up{",
         "ConnectorDeliveryLatencyHigh": "histogram_quantile(0.99",
     }
     for alert, needle in wanted.items():
