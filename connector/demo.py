@@ -191,6 +191,8 @@ def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[Se
             "CONNECTOR_DELIVERY__BACKOFF_INITIAL_S": "0.2",
         }
         demo_settings = Settings(
+            # The workers' app id: ensure_topics checks this deployment's changelog.
+            app_id=env["CONNECTOR_APP_ID"],
             kafka={"bootstrap_servers": bootstrap},
             topics={
                 "events": env["CONNECTOR_TOPICS__EVENTS"],
