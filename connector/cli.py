@@ -56,12 +56,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _require_broker(settings)
     configure_tracing(otel_environment())
     asyncio.run(ensure_topics(settings))
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # Before the worker creates its loop (mode.Worker takes the policy's loop).
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     connector = create_app(settings)
     worker = faust.Worker(
         connector.app,
         loglevel=settings.log_level,
         override_logging=False,
     )
+    logger.info("event loop: %s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0
 

@@ -34,7 +34,7 @@ No I/O here: :func:`judge` decides, :func:`begin`, :func:`confirm` and
 
 from __future__ import annotations
 
-import json
+import orjson
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -349,13 +349,13 @@ def encode_state(state: OrderState) -> bytes:
         "h": state.horizon,
         "i": [[event_id, seq, 1 if done else 0] for event_id, seq, done in state.ids],
     }
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(doc)
 
 
 def decode_state(raw: bytes | str | dict[str, Any] | None) -> OrderState | None:
     if raw is None:
         return None
-    doc = raw if isinstance(raw, dict) else json.loads(raw)
+    doc = raw if isinstance(raw, dict) else orjson.loads(raw)
     if doc.get("v") == 2:
         return OrderState(
             status=OrderStatus(doc["s"]),

@@ -312,6 +312,9 @@ class Settings(BaseSettings):
     recovery_stall_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
+    # uvloop: Faust's per-message machinery and the HTTP client cost less on it
+    # (BENCHMARKS.md); asyncio is the fallback and the benchmark's comparison.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     @property
     def rebalance_timeout_s(self) -> float:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 import httpx
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from connector.errors import (
@@ -196,6 +197,9 @@ def _never_sent(exc: httpx.HTTPError) -> bool:
     )
 
 
+_JSON = {"Content-Type": "application/json"}
+
+
 async def send_http(
     http: httpx.AsyncClient,
     method: str,
@@ -212,10 +216,13 @@ async def send_http(
     """
     check_headers(headers)
     trace = outgoing_headers()  # the event's W3C trace context (validated when read)
-    if trace is not None:
-        headers = {**headers, **trace}
+    # The body pre-encoded (orjson: compact UTF-8, like httpx's own json=, at a tenth of
+    # the cost).
+    headers = {**headers, **trace, **_JSON} if trace is not None else {**headers, **_JSON}
     try:
-        return await http.request(method, url, params=params, json=body, headers=headers)
+        return await http.request(
+            method, url, params=params, content=orjson.dumps(body), headers=headers
+        )
     except httpx.HTTPError as exc:
         raise transport_error(exc) from exc
     except httpx.InvalidURL as exc:  # not an httpx.HTTPError
