@@ -20,6 +20,7 @@ gets it from there.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import re
 import types
@@ -163,7 +164,7 @@ def _lines(exc: ValidationError, env: Mapping[str, str]) -> list[str]:
             variable = "KAFKA_BOOTSTRAP_SERVERS"
         if variable in upper:
             subject = f"{variable}={_shown(variable, upper[variable])}"
-        elif "secret file" in message or len(loc) <= 2:
+        elif "secret file" in message or not _is_group_field(_field(loc)):
             subject = variable
         else:
             # A whole group or account set as one value: name its variables' prefix.
@@ -181,13 +182,58 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         raise ConfigError(_lines(exc, env)) from None
     except SettingsError as exc:
-        # pydantic-settings could not even parse a value (e.g. bad JSON for a list).
-        text = str(exc)
-        match = re.search(r'field "([^"]+)"', text)
-        variable = PREFIX + match.group(1).upper() if match else "a CONNECTOR_ variable"
-        raise ConfigError(
-            [f'{variable}: {text}; fix: set it as JSON, e.g. ["a", "b"] or {{}}']
-        ) from None
+        # pydantic-settings could not even parse a value: JSON expected for a list, a dict
+        # or a group, and it names only the top-level field. Find the variable.
+        lines = [
+            f"{variable}={_shown(variable, value)}: not JSON, and this setting takes a JSON "
+            f"{kind}; fix: set it as JSON, e.g. {example}"
+            for variable, value, kind, example in _unparsable(env)
+        ]
+        raise ConfigError(lines or [f"{exc}; fix: set list and group values as JSON"]) from None
+
+
+def _is_group_field(field: FieldInfo | None) -> bool:
+    return field is not None and _model_of(field.annotation)[0] is not None
+
+
+def _variable_field(variable: str) -> FieldInfo | None:
+    """The settings field a variable sets (names chosen by the operator skipped)."""
+    parts = variable.upper().removeprefix(PREFIX).lower().split("__")
+    model: Any = Settings
+    field = None
+    skip = False
+    for part in parts:
+        if skip:
+            skip = False
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model, skip = _model_of(field.annotation)
+        if model is None:
+            model = field.annotation
+    return field  # with a name still expected: the variable sets the whole dict
+
+
+def _unparsable(env: Mapping[str, str]) -> Iterator[tuple[str, str, str, str]]:
+    """(variable, value, kind, example) for each value that must be JSON and is not."""
+    for variable, value in sorted(env.items()):
+        field = _variable_field(variable)
+        if field is None:
+            continue
+        origin = typing.get_origin(field.annotation)
+        if origin is list:
+            kind, example = "list", '["us-1", "us-*"]'
+        elif origin is dict or _is_group_field(field):
+            kind, example = "object", '{"name": "value"}'
+        else:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            yield variable.upper(), value, kind, example
 
 
 # -- unknown variables ------------------------------------------------------------------------

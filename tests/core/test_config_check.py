@@ -165,3 +165,21 @@ def test_help_lists_what_each_command_reads(capsys: pytest.CaptureFixture[str]) 
         cli.main(["--help"])
     top = capsys.readouterr().out
     assert ":mod:" not in top and "connector check" in top
+
+
+def test_values_that_must_be_json_are_named(clean_env, capsys) -> None:
+    clean_env.setenv("CONNECTOR_KOMBO__ACCOUNTS__US__API_KEY", SECRET)
+    clean_env.setenv("CONNECTOR_KOMBO__ACCOUNTS__US__INTEGRATIONS", "us-1")
+    code, lines = errors_of(capsys, ["topics", "describe"])
+    assert code == 2
+    assert lines == [
+        "connector: configuration error: CONNECTOR_KOMBO__ACCOUNTS__US__INTEGRATIONS='us-1': "
+        'not JSON, and this setting takes a JSON list; fix: set it as JSON, e.g. ["us-1", "us-*"]'
+    ]
+    clean_env.delenv("CONNECTOR_KOMBO__ACCOUNTS__US__INTEGRATIONS")
+    code, lines = errors_of(capsys, ["topics", "describe"])
+    assert lines == [
+        "connector: configuration error: CONNECTOR_KOMBO__ACCOUNTS__US__INTEGRATIONS: "
+        "required and not set; fix: set it"
+    ]
+    assert SECRET not in capsys.readouterr().err
