@@ -50,6 +50,7 @@ __all__ = [
     "read_topic",
     "show_key",
     "tail_command",
+    "terminal_width",
     "vendor_of",
 ]
 
@@ -128,6 +129,13 @@ def is_order_key(text: str) -> bool:
 
 _MIN_ORDER_W = 20
 _MIN_DETAIL_W = 24
+_UNLIMITED = 1_000_000
+
+
+def terminal_width() -> int | None:
+    """The terminal's width (``COLUMNS`` first), or None when output is not a terminal."""
+    columns = shutil.get_terminal_size(fallback=(0, 0)).columns
+    return columns or None
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,12 @@ class _Layout:
 
     @classmethod
     def for_width(cls, width: int | None) -> _Layout:
-        total = width or shutil.get_terminal_size(fallback=(160, 24)).columns
+        if width is None:
+            width = terminal_width()
+        if width is None:
+            # Not a terminal (a pipe, a log file): wide columns, and the detail whole.
+            return cls(time=23, worker=10, order=36, detail=_UNLIMITED, total=_UNLIMITED)
+        total = width
         wide = total >= 120
         time, worker, http = (23, 10, 4) if wide else (19, 6, 3)
         fixed = time + worker + 9 + 13 + http + 3 + 7  # 7 gaps between 8 columns
@@ -206,6 +219,8 @@ def format_header(width: int | None = None) -> str:
     layout = _Layout.for_width(width)
     head = " ".join(f"{name:<{w}}" for name, w in layout.columns())
     head = head + " detail" if layout.detail else head.rstrip()
+    if layout.detail >= _UNLIMITED:
+        return head + "\n" + "-" * len(head)
     return head + "\n" + "-" * min(layout.total, len(head) + max(0, layout.detail - 6))
 
 
@@ -416,7 +431,7 @@ def tail_command(settings: Settings, args: argparse.Namespace) -> int:
     keep = AuditFilter(
         order=args.order, vendor=args.vendor, outcome=args.outcome, terminal_only=args.terminal
     )
-    width = shutil.get_terminal_size(fallback=(160, 24)).columns
+    width = terminal_width()
 
     def ready() -> None:
         if args.follow:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from connector.audit_view import (
     partition_count,
     partition_for_key,
     read_records,
+    terminal_width,
 )
 from connector.kafka_clients import consumer
 from connector.lifecycle import Mark, OrderState, decode_state
@@ -286,7 +286,7 @@ def show_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(story.to_json(), ensure_ascii=False))
     else:
-        print(format_story(story, shutil.get_terminal_size(fallback=(160, 24)).columns))
+        print(format_story(story, terminal_width()))
     if not story.timeline and not story.state_found:
         print(f"no audit records and no state for {args.key}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -262,3 +263,12 @@ def test_a_worker_serves_only_the_orders_of_its_partitions() -> None:
     assert status == 503 and "no worker owns" in body["error"]
     status, _, _ = worker_answer("comeet|a/b", owned={("ev", 2)}, **{**common, "rebalancing": True})
     assert status == 503
+
+
+def test_without_a_terminal_the_detail_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback: os.terminal_size(fallback))
+    row = format_row(_record())
+    assert row.endswith("r" * 300)
+    assert "|ord-000001" in row
+    assert len(format_header().splitlines()[1]) < 200
