@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -258,3 +259,42 @@ async def test_two_regions_and_a_customer_token_over_real_sockets() -> None:
         assert list(us.kombo.orders) == ["us-TWO/o-1"]
         assert list(eu.comeet.evaluations) == ["globex-1"]
         assert list(us.comeet.evaluations) == ["acme-1"]
+
+
+def test_the_readme_example_configures_what_it_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Several Kombo accounts", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    for name in list(os.environ):
+        if name.startswith("CONNECTOR_"):
+            monkeypatch.delenv(name)
+    for line in block.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, value = line.split("=", 1)
+        value = value.strip("'")
+        if value.startswith("/run/secrets/"):  # the mounted files, made here
+            file = tmp_path / value.removeprefix("/run/secrets/")
+            file.write_text(f"secret-of-{file.name}")
+            value = str(file)
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    kombo = kombo_router(settings.kombo)
+    assert (kombo.select("eu:ACME").name, kombo.select("eu:ACME").base_url) == (
+        "default",
+        KOMBO_REGIONS["eu"],
+    )
+    assert (kombo.select("us-42").name, kombo.select("us-42").base_url) == (
+        "us",
+        KOMBO_REGIONS["us"],
+    )
+    assert kombo.select("workday:ACME1").name == "us"
+    assert kombo.select("staging-1").base_url == "https://kombo-staging.example/v1"
+    assert kombo.select("staging-1").headers == {"Authorization": "Bearer secret-of-kombo_staging"}
+    comeet = comeet_router(settings.comeet)
+    assert comeet.select("acme-7").headers == {"Authorization": "Bearer secret-of-comeet_acme"}
+    # No default Comeet token in the example: another customer's evaluation is refused.
+    with pytest.raises(PermanentDeliveryError, match="no comeet account serves evaluation"):
+        comeet.select("globex-7")
