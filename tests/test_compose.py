@@ -476,3 +476,10 @@ def test_readme_documents_the_compose_workflow() -> None:
     ):
         assert claim in section, claim
     assert math.isfinite(seconds(SERVICES["kafka"]["stop_grace_period"]))
+    # The numbers it gives are the settings' defaults and the compose file's.
+    defaults = Settings.model_validate({})
+    text = " ".join(section.split())
+    assert f"{defaults.shutdown_drain_s:g} s by default: `Settings.shutdown_drain_s`" in text
+    assert f"(`Settings.shutdown_grace_s`, {defaults.shutdown_grace_s:g} s)" in text
+    grace = seconds(SERVICES["worker"]["stop_grace_period"])
+    assert f"`stop_grace_period` ({grace:g} s)" in text

@@ -269,3 +269,8 @@ def test_readme_documents_the_kubernetes_deployment() -> None:
         assert claim in section, claim
     for path, _ in DOCUMENTS:
         assert path.name in section, path.name
+    text = " ".join(section.split())
+    grace = _pod()["spec"]["terminationGracePeriodSeconds"]
+    default = Settings.model_validate({}).shutdown_grace_s
+    assert f"`terminationGracePeriodSeconds: {grace}`" in text
+    assert f"`Settings.shutdown_grace_s` ({default:g} s by default)" in text
