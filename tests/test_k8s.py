@@ -255,6 +255,9 @@ def test_autoscaling_on_lag_is_capped_at_the_partition_count(
     assert meta["topic"] == settings.topics.events
     assert meta["bootstrapServers"] == settings.kafka.bootstrap_servers
     assert meta["allowIdleConsumers"] == "false"  # KEDA: never more replicas than partitions
+    # Lag of a partition without a committed offset counts from where the worker starts.
+    app_source = (ROOT / "connector/app.py").read_text(encoding="utf-8")
+    assert f'consumer_auto_offset_reset="{meta["offsetResetPolicy"]}"' in app_source
 
 
 def test_readme_documents_the_kubernetes_deployment() -> None:
