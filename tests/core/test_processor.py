@@ -345,3 +345,51 @@ async def test_duplicates_and_rejections_write_the_state_back() -> None:
     # intent + confirmation per delivered event, then one write back per later event
     assert len(writes) == 6
     assert writes[-1] == writes[-2] == writes[-3]
+
+
+# -- issue 14 items 3-4: unknown fields in the audit, input headers in dead letters -----------
+
+
+async def test_unknown_fields_are_listed_in_every_audit_record_of_the_event() -> None:
+    processor, _, sinks, client, dispatcher = build()
+    event = make_event("opened", target("comeet")) | {"schema_version": "1.9", "team": "x"}
+    await feed(processor, [event], [])
+    await dispatcher.join()
+    assert [r.unknown_fields for r in sinks.audits] == [["team"]]
+    assert "team" not in str(client.calls[0].body)
+
+
+async def test_dead_letters_keep_the_input_headers_without_the_parking_ones() -> None:
+    async def refused(_: VendorRequest) -> CallResult:
+        from connector.errors import PermanentDeliveryError
+
+        raise PermanentDeliveryError("gone", http_status=404)
+
+    processor, _, sinks, _, dispatcher = build(refused)
+    headers = [("traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01"), ("x", b"")]
+    key, value = record(make_event("completed", target("comeet")))
+    await processor.handle(
+        SourceRef(topic="ev", partition=0, offset=0), key, value, lambda: None, headers=headers
+    )
+    await processor.handle(
+        SourceRef(topic="ev", partition=0, offset=1),
+        key,
+        b"junk",
+        lambda: None,
+        headers=[("x-producer", b"svc")],
+    )
+    await processor.handle_parked(
+        SourceRef(topic="parked", partition=0, offset=0),
+        key,
+        b"junk",
+        [("connector-parked-from", b'{"topic":"ev","partition":0,"offset":7}'), ("y", b"1")],
+        lambda: None,
+    )
+    await dispatcher.join()
+    await processor.parking_dispatcher.join()
+    by_offset = {lt.source.offset: lt for lt in sinks.letters if lt.source is not None}
+    assert by_offset[0].code == "permanent"
+    assert [h.pair() for h in by_offset[0].headers] == headers
+    assert [h.pair() for h in by_offset[1].headers] == [("x-producer", b"svc")]
+    # A parked record: its origin (offset 7) and the producer's headers, not the parking ones.
+    assert [h.pair() for h in by_offset[7].headers] == [("y", b"1")]

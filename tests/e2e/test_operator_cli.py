@@ -93,7 +93,11 @@ async def test_an_operator_follows_orders_and_works_dead_letters(
         CONNECTOR_DELIVERY__BREAKER_FAILURES="3", CONNECTOR_DELIVERY__BREAKER_COOL_DOWN_S="0.3"
     )
     opened, completed = make_event("opened", STORY), make_event("completed", STORY)
-    await deployment.publish([opened, completed])
+    # Its headers travel through the parking topic with it.
+    key = STORY_KEY.encode()
+    story_headers = [("traceparent", TRACEPARENT.encode())]
+    await _publish(deployment, key, json.dumps(opened).encode(), story_headers)
+    await deployment.publish([completed])
 
     # A producer on a newer minor version: unknown fields, its own headers.
     evolved = make_event("completed", target("comeet", "c-evolved"))
@@ -257,6 +261,9 @@ async def test_an_operator_follows_orders_and_works_dead_letters(
     assert as_json["state"]["status"] == "COMPLETED"
     assert as_json["state"]["confirmed"]["event_id"] == completed["event_id"]
     assert as_json["state"]["parked"] is None
+    opened_end = [r for r in as_json["timeline"] if r["event_id"] == opened["event_id"]][-1]
+    assert opened_end["outcome"] == "delivered"  # from the parking topic
+    assert opened_end["traceparent"] == TRACEPARENT  # its headers went through parking
     assert [e["outcome"] for e in as_json["events"]] == ["delivered", "delivered"]
     assert as_json["changelog"]["topic"] == f"{env['CONNECTOR_APP_ID']}-orders-changelog"
     assert as_json["changelog"]["partition"] == opened_partition(audit, opened["event_id"])
