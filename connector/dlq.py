@@ -101,6 +101,14 @@ class Letter:
     replays: list[ReplayMarker] = field(default_factory=list)
 
     @property
+    def key(self) -> str:
+        """The order key; for an unreadable event, its Kafka key (what the producer meant)."""
+        if self.letter.order_key:
+            return self.letter.order_key
+        raw, _ = self.letter.original()
+        return "" if raw is None else raw.decode("utf-8", "replace")
+
+    @property
     def status(self) -> Literal["open", "replayed"]:
         return "replayed" if self.replays else "open"
 
@@ -130,7 +138,7 @@ class LetterFilter:
 
     def __call__(self, entry: Letter) -> bool:
         letter = entry.letter
-        key = letter.order_key or ""
+        key = entry.key
         if self.code is not None and letter.code != self.code:
             return False
         if self.order is not None:
@@ -139,9 +147,9 @@ class LetterFilter:
                 return False
         if self.event_id is not None and letter.event_id != self.event_id:
             return False
-        if self.vendor is not None and vendor_of(letter.order_key) != self.vendor:
+        if self.vendor is not None and vendor_of(key) != self.vendor:
             return False
-        if self.target is not None and target_of(letter.order_key) != self.target:
+        if self.target is not None and target_of(key) != self.target:
             return False
         if self.since is not None and letter.time < self.since:
             return False
@@ -311,7 +319,7 @@ def _row(entry: Letter) -> str:
     letter = entry.letter
     line = (
         f"{letter.time:%Y-%m-%d %H:%M:%S} {entry.status:<8} {letter.code:<19} "
-        f"{show_key(letter.order_key or '-', 40):<40} {letter.event_id or '-':<24} "
+        f"{show_key(entry.key or '-', 40):<40} {letter.event_id or '-':<24} "
         f"{letter.reason}"
     )
     if entry.replays:

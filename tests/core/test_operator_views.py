@@ -176,6 +176,22 @@ def test_letter_filters() -> None:
     assert pick(order="o-1") == [1]
 
 
+def test_an_unreadable_letter_is_found_by_its_kafka_key() -> None:
+    junk = Letter(
+        DeadLetter(
+            worker_id="w1",
+            code="not_json",
+            reason="not JSON",
+            original_key_b64=base64.b64encode(b"kombo|w:1|o-9").decode(),
+            original_value_b64=base64.b64encode(b"junk").decode(),
+        ),
+        SourceRef(topic="dlq", partition=0, offset=3),
+    )
+    assert junk.key == "kombo|w:1|o-9"
+    assert LetterFilter(vendor="kombo", target="kombo|w:1", order="kombo|w:1|o-9")(junk)
+    assert not LetterFilter(vendor="comeet")(junk)
+
+
 def test_replay_refuses_codes_that_cannot_succeed_again_unless_forced() -> None:
     assert {"schema", "not_json", "key_mismatch", "unsupported_version"} <= NOT_REPLAYABLE
     assert not {"permanent", "retries_exhausted", "expired", "internal"} & NOT_REPLAYABLE
