@@ -25,15 +25,18 @@ import logging
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from connector.audit import TERMINAL_OUTCOMES, Outcome
 from connector.audit_view import (
+    Start,
     as_json,
     format_header,
     format_row,
     is_order_key,
+    parse_since,
     partition_count,
     partition_for_key,
     read_records,
@@ -151,7 +154,10 @@ async def _partition_counts(settings: Settings, *topics: str) -> dict[str, int]:
         await reader.stop()
 
 
-async def read_story(settings: Settings, order_key: str) -> OrderStory:
+async def read_story(
+    settings: Settings, order_key: str, *, since: datetime | None = None
+) -> OrderStory:
+    """The order's state and its audit records (from ``since``, or all retained ones)."""
 
     story = OrderStory(order_key)
     t = settings.topics
@@ -160,7 +166,8 @@ async def read_story(settings: Settings, order_key: str) -> OrderStory:
     if counts[t.audit]:
         partition = partition_for_key(order_key, counts[t.audit])
         story.audit = {"topic": t.audit, "partition": partition}
-        async for message in read_records(settings, t.audit, key=order_key):
+        start: Start = since or "beginning"
+        async for message in read_records(settings, t.audit, key=order_key, start=start):
             record = as_json(message)
             if record is not None and record.get("order_key") == order_key:
                 story.timeline.append(record)
@@ -270,6 +277,11 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "key", help="the order key: kombo|<integration_id>|<order_id> or comeet|<evaluation_id>"
     )
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="timeline from a time only (2h, 1d, an ISO 8601 time); the state is always read",
+    )
     parser.add_argument("--json", action="store_true", help="state, events and timeline as JSON")
 
 
@@ -282,7 +294,12 @@ def show_command(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    story = asyncio.run(read_story(settings, args.key))
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"connector: --since: {exc}", file=sys.stderr)
+        return 2
+    story = asyncio.run(read_story(settings, args.key, since=since))
     if args.json:
         print(json.dumps(story.to_json(), ensure_ascii=False))
     else:

@@ -268,6 +268,9 @@ async def test_an_operator_follows_orders_and_works_dead_letters(
     assert [e["outcome"] for e in as_json["events"]] == ["delivered", "delivered"]
     assert as_json["changelog"]["topic"] == f"{env['CONNECTOR_APP_ID']}-orders-changelog"
     assert as_json["changelog"]["partition"] == opened_partition(audit, opened["event_id"])
+    later = await cli(env, "order", "show", STORY_KEY, "--since", since.isoformat())
+    assert "status   COMPLETED" in later.stdout  # the state is always read
+    assert "timeline: 0 audit records" in later.stdout
     unknown = await cli(env, "order", "show", "comeet|never-seen")
     assert unknown.returncode == 1 and "no audit records" in unknown.stderr
 
