@@ -95,6 +95,9 @@ class KafkaSettings(BaseModel):
     # read_committed: an event a transactional producer aborted was never published,
     # and must not reach a vendor (Faust's own default reads uncommitted records).
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    # How long the producer waits to batch audit and changelog records: fewer, larger
+    # produce requests (CPU), at that much latency on the writes a delivery awaits.
+    producer_linger_ms: int = Field(default=0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:
