@@ -116,10 +116,12 @@ def _error(record: dict[str, Any]) -> str:
     parts = []
     if record.get("http_status"):
         parts.append(f"HTTP {record['http_status']}")
-    if record.get("vendor_code"):
-        parts.append(f"[{record['vendor_code']}]")
-    if record.get("reason"):
-        parts.append(str(record["reason"]))
+    reason = str(record.get("reason") or "")
+    code = record.get("vendor_code")
+    if code and not reason.startswith(code):  # Kombo's reasons often start with it
+        parts.append(f"[{code}]")
+    if reason:
+        parts.append(reason)
     return " ".join(parts) or str(record.get("outcome"))
 
 

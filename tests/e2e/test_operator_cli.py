@@ -256,7 +256,7 @@ async def test_an_operator_follows_orders_and_works_dead_letters(
     assert "parked              no" in text
     assert "opened  delivered  5 attempts, parked on the way" in text
     assert "completed  delivered" in text
-    assert "error: HTTP 503 [REMOTE.SERVICE_UNAVAILABLE] " in text and "(4 times)" in text
+    assert "error: HTTP 503 REMOTE.SERVICE_UNAVAILABLE: " in text and "(4 times)" in text
     assert "PLANTED" not in text
     as_json = json.loads((await cli(env, "order", "show", STORY_KEY, "--json")).stdout)
     assert as_json["state"]["status"] == "COMPLETED"
