@@ -80,6 +80,32 @@ class Sequencer:
         self._clock = clock
         self._retry_after = retry_after_s
         self._tracks: dict[tuple[str, int], _Track] = {}
+        # Offsets the broker itself skipped, seen in fetched batches (transaction markers,
+        # aborted records): (topic, partition, offset after the gap) -> first offset of the gap.
+        self._gaps: dict[tuple[str, int, int], int] = {}
+        self._last_fetched: dict[tuple[str, int], int] = {}
+
+    def fetched(self, topic: str, partition: int, offsets: Iterable[int]) -> None:
+        """Note what one fetch returned, before anything can drop a record of it.
+
+        A jump between two fetched offsets is the broker's: nothing can have been lost
+        there, and the sequencer admits the later record without a rewind.
+        """
+        key = (topic, partition)
+        last = self._last_fetched.get(key)
+        gaps = self._gaps
+        for offset in offsets:
+            if last is not None and offset > last + 1:
+                gaps[topic, partition, offset] = last + 1
+            last = offset
+        if last is not None:
+            self._last_fetched[key] = last
+        if len(gaps) > 10_000:  # gaps never met (read by an older generation): forget
+            gaps.clear()
+
+    def seeking(self, topic: str, partition: int) -> None:
+        """The consumer moves: the next fetch does not follow the last one."""
+        self._last_fetched.pop((topic, partition), None)
 
     def accept(
         self, topic: str, partition: int, offset: int, generation: int
@@ -110,6 +136,9 @@ class Sequencer:
             return Verdict.ADMIT, offset
         if offset < expected:
             return Verdict.DROP, offset  # read again (a seek): already admitted
+        if self._gaps.pop((topic, partition, offset), None) == expected:
+            track.expected = offset + 1  # the broker skipped these offsets, not Faust
+            return Verdict.ADMIT, offset
         return self._rewind(track, offset)
 
     def _rewind(self, track: _Track, offset: int) -> tuple[Verdict, int]:
@@ -186,7 +215,9 @@ class _AckGate:
             self._approved.discard(marker)
 
 
-def _patch_seek(consumer: Any, topics: set[str], starts: dict[Any, int | None]) -> None:
+def _patch_seek(
+    consumer: Any, topics: set[str], starts: dict[Any, int | None], sequencer: Sequencer
+) -> None:
     """After a rebalance, read every partition again from its first unacknowledged record.
 
     Faust's seek after an assignment (``perform_seek``) rewinds only partitions
@@ -212,6 +243,7 @@ def _patch_seek(consumer: Any, topics: set[str], starts: dict[Any, int | None]) 
         starts.clear()
         for tp in assigned:
             starts[tp.topic, tp.partition] = committed.get(tp) or earliest.get(tp) or 0
+            sequencer.seeking(tp.topic, tp.partition)
 
     consumer.perform_seek = perform_seek
 
@@ -230,8 +262,23 @@ class OffsetGuard:
         self._starts: dict[tuple[str, int], int | None] = {}
         self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
         self._acks = _AckGate(consumer, topics)
-        _patch_seek(consumer, topics, self._starts)
+        _patch_seek(consumer, topics, self._starts, self.sequencer)
         self._patch_commit()
+        self._patch_fetch(topics)
+
+    def _patch_fetch(self, topics: set[str]) -> None:
+        # What the broker returned, before Faust's fetch loop or stream can drop any of it.
+        getmany = self._consumer._getmany
+        fetched = self.sequencer.fetched
+
+        async def _getmany(active_partitions: Any, timeout: float) -> Any:
+            records = await getmany(active_partitions, timeout)
+            for tp, batch in records.items():
+                if tp.topic in topics and batch:
+                    fetched(tp.topic, tp.partition, [record.offset for record in batch])
+            return records
+
+        self._consumer._getmany = _getmany
 
     def _patch_commit(self) -> None:
         consumer = self._consumer
@@ -289,5 +336,6 @@ class OffsetGuard:
                 target,
                 target,
             )
+            self.sequencer.seeking(tp.topic, tp.partition)
             await consumer.seek(tp, target)
         return False

@@ -85,3 +85,26 @@ def test_read_offsets_are_not_kept_for_managed_topics() -> None:
     offsets[managed] = 5
     offsets.update({other: 7, managed: 9})
     assert offsets[managed] is None and offsets[other] == 7
+
+
+def test_offsets_the_broker_skipped_in_a_fetch_are_admitted_without_a_rewind() -> None:
+    seq = make()
+    seq.fetched("t", 0, [0, 1, 3, 4])  # 2 is a transaction marker
+    seq.fetched("t", 0, [6, 7])  # 5 too, between two fetches
+    assert feed(seq, [0, 1, 3, 4, 6, 7]) == [ADMIT] * 6
+
+
+def test_a_record_dropped_after_its_fetch_still_needs_a_rewind() -> None:
+    seq = make()
+    seq.fetched("t", 0, [0, 1, 2, 3])
+    assert feed(seq, [0, 1]) == [ADMIT, ADMIT]
+    assert seq.accept("t", 0, 3, 1) == (REWIND, 2)  # 2 was fetched: Faust dropped it
+
+
+def test_a_seek_breaks_the_chain_of_fetches() -> None:
+    seq = make()
+    seq.fetched("t", 0, [0, 1])
+    seq.seeking("t", 0)
+    seq.fetched("t", 0, [5])  # after a seek: not a gap the broker made
+    assert feed(seq, [0, 1]) == [ADMIT, ADMIT]
+    assert seq.accept("t", 0, 5, 1) == (REWIND, 2)
