@@ -210,6 +210,8 @@ class _FencedApp(faust.App):
         # now, unacknowledged; only requests on the wire are awaited, bounded.
         if self.connector is not None:
             await self.connector.fence_and_drain()
+            if self.connector.offsets is not None:
+                await self.connector.offsets.commit_done()
         # Faust tracks admitted messages until acked; fenced ones never will be.
         consumer._unacked_messages.clear()
         await consumer.commit()
@@ -415,6 +417,12 @@ def create_app(settings: Settings) -> ConnectorApp:
                 _acker(connector, event),
                 message.generation_id,
             )
+
+    @app.timer(5.0)
+    async def retry_stale_rewinds() -> None:
+        # A partition read again over a hole whose re-read never came (connector.offsets).
+        if connector.offsets is not None:
+            await connector.offsets.retry_stale_rewinds()
 
     @app.task
     async def follow_operator_control() -> None:

@@ -84,6 +84,7 @@ class Sequencer:
         # aborted records): (topic, partition, offset after the gap) -> first offset of the gap.
         self._gaps: dict[tuple[str, int, int], int] = {}
         self._last_fetched: dict[tuple[str, int], int] = {}
+        self._epoch = 0
 
     def fetched(self, topic: str, partition: int, offsets: Iterable[int]) -> None:
         """Note what one fetch returned, before anything can drop a record of it.
@@ -103,9 +104,19 @@ class Sequencer:
         if len(gaps) > 10_000:  # gaps never met (read by an older generation): forget
             gaps.clear()
 
-    def seeking(self, topic: str, partition: int) -> None:
-        """The consumer moves: the next fetch does not follow the last one."""
+    @property
+    def epoch(self) -> int:
+        """Changes at every seek: a fetch that spans one cannot say where it started."""
+        return self._epoch
+
+    def unsure(self, topic: str, partition: int) -> None:
+        """A fetch spanned a seek: the next one does not follow a known offset."""
         self._last_fetched.pop((topic, partition), None)
+
+    def seeking(self, topic: str, partition: int, offset: int) -> None:
+        """The consumer moves to ``offset``: the next fetch starts there."""
+        self._epoch += 1
+        self._last_fetched[topic, partition] = offset - 1
 
     def accept(
         self, topic: str, partition: int, offset: int, generation: int
@@ -118,43 +129,51 @@ class Sequencer:
         elif generation < track.generation:
             return Verdict.DROP, offset  # an older generation's read: fenced anyway
         expected = track.expected
-        if track.hole_at is not None:
-            if offset > track.hole_at:
-                # Read before the seek took effect (those follow the hole's record)...
-                if self._clock() - track.since < self._retry_after:
-                    return Verdict.DROP, offset
-                # ...unless the re-read never comes: ask again.
-                return self._rewind(track, offset)
-            # The first record read after the seek: offsets below it hold no record.
-            track.hole_at = None
-            if expected is not None and offset < expected:
-                return Verdict.DROP, offset
-            track.expected = offset + 1
-            return Verdict.ADMIT, offset
         if expected is None or offset == expected:
             track.expected = offset + 1
+            track.hole_at = None
             return Verdict.ADMIT, offset
         if offset < expected:
             return Verdict.DROP, offset  # read again (a seek): already admitted
         if self._gaps.pop((topic, partition, offset), None) == expected:
-            track.expected = offset + 1  # the broker skipped these offsets, not Faust
-            return Verdict.ADMIT, offset
-        return self._rewind(track, offset)
-
-    def _rewind(self, track: _Track, offset: int) -> tuple[Verdict, int]:
-        assert track.expected is not None
-        track.hole_at = offset
-        track.since = self._clock()
-        return Verdict.REWIND, track.expected
-
-    def moved(self, topic: str, partition: int, offset: int) -> None:
-        """The rewind went to ``offset`` instead: the log no longer starts before it."""
-        track = self._tracks.get((topic, partition))
-        if track is None or track.expected is None or offset <= track.expected:
-            return
-        track.expected = offset
-        if track.hole_at is not None and track.hole_at < offset:
+            # The broker skipped these offsets (markers, aborted or deleted records): the
+            # fetch shows nothing there, so nothing can have been dropped.
+            track.expected = offset + 1
             track.hole_at = None
+            return Verdict.ADMIT, offset
+        hole_at = track.hole_at
+        if (
+            hole_at is not None
+            and offset > hole_at
+            and self._clock() - track.since < self._retry_after
+        ):
+            # Read before the rewind's seek took effect (those follow the hole's record),
+            # unless the re-read has not come in time: then this asks again.
+            return Verdict.DROP, offset
+        return Verdict.REWIND, expected
+
+    def rewound(self, topic: str, partition: int, offset: int) -> None:
+        """The seek a :attr:`Verdict.REWIND` asked for is done; ``offset`` revealed the hole.
+
+        Records above ``offset`` that arrive now were read before the seek. A record at
+        or below it that is neither the missing one nor confirmed by a fetched gap means
+        the re-read was dropped too: the sequencer asks for another rewind.
+        """
+        track = self._tracks.get((topic, partition))
+        if track is not None:
+            track.hole_at = offset
+            track.since = self._clock()
+
+    def stale_rewinds(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) of rewinds whose re-read has not come in time."""
+        now = self._clock()
+        return [
+            (topic, partition, track.expected)
+            for (topic, partition), track in self._tracks.items()
+            if track.hole_at is not None
+            and track.expected is not None
+            and now - track.since >= self._retry_after
+        ]
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         for key in partitions:
@@ -240,10 +259,11 @@ def _patch_seek(
         earliest = await consumer.earliest_offsets(*rewind) if rewind else {}
         for tp in rewind:
             await consumer.seek(tp, earliest.get(tp) or 0)
-        starts.clear()
+        # Overwritten, never cleared: a partition with no start would trust its first record.
         for tp in assigned:
-            starts[tp.topic, tp.partition] = committed.get(tp) or earliest.get(tp) or 0
-            sequencer.seeking(tp.topic, tp.partition)
+            start = committed.get(tp) or earliest.get(tp) or 0
+            starts[tp.topic, tp.partition] = start
+            sequencer.seeking(tp.topic, tp.partition, start)
 
     consumer.perform_seek = perform_seek
 
@@ -269,13 +289,18 @@ class OffsetGuard:
     def _patch_fetch(self, topics: set[str]) -> None:
         # What the broker returned, before Faust's fetch loop or stream can drop any of it.
         getmany = self._consumer._getmany
-        fetched = self.sequencer.fetched
+        sequencer = self.sequencer
 
         async def _getmany(active_partitions: Any, timeout: float) -> Any:
+            epoch = sequencer.epoch
             records = await getmany(active_partitions, timeout)
+            spanned = sequencer.epoch != epoch  # asked before a seek, answered after it
             for tp, batch in records.items():
                 if tp.topic in topics and batch:
-                    fetched(tp.topic, tp.partition, [record.offset for record in batch])
+                    if spanned:
+                        sequencer.unsure(tp.topic, tp.partition)
+                    else:
+                        sequencer.fetched(tp.topic, tp.partition, [r.offset for r in batch])
             return records
 
         self._consumer._getmany = _getmany
@@ -312,30 +337,58 @@ class OffsetGuard:
         )
         if verdict is Verdict.ADMIT:
             return True
-        consumer = self._consumer
         # Never admitted, so never acknowledged: Faust must not wait for it.
-        consumer._unacked_messages.discard(message)
+        self._consumer._unacked_messages.discard(message)
         if verdict is Verdict.REWIND:
-            tp = message.tp
-            earliest = (await consumer.earliest_offsets(tp)).get(tp) or 0
-            if earliest > target:
-                logger.warning(
-                    "%s[%s]: offsets %s..%s were deleted before they were handled",
-                    tp.topic,
-                    tp.partition,
-                    target,
-                    earliest - 1,
-                )
-                self.sequencer.moved(tp.topic, tp.partition, earliest)
-                target = earliest
             logger.warning(
                 "%s[%s]: offset %s arrived before %s; reading again from %s",
-                tp.topic,
-                tp.partition,
+                message.topic,
+                message.partition,
                 message.offset,
                 target,
                 target,
             )
-            self.sequencer.seeking(tp.topic, tp.partition)
-            await consumer.seek(tp, target)
+            if await self._seek(message.tp, target):
+                self.sequencer.rewound(message.topic, message.partition, message.offset)
         return False
+
+    async def _seek(self, tp: Any, offset: int) -> bool:
+        # On the consumer's own thread (seek_wait), never racing its fetch; a failure
+        # (the partition revoked meanwhile) leaves the hole to the next record or timer.
+        self.sequencer.seeking(tp.topic, tp.partition, offset)
+        try:
+            await self._consumer.seek_wait({tp: offset})
+        except Exception as exc:
+            logger.warning("%s[%s]: seek to %s failed: %r", tp.topic, tp.partition, offset, exc)
+            return False
+        return True
+
+    async def retry_stale_rewinds(self) -> None:
+        """Seek again where a rewind's re-read never came (run it every few seconds)."""
+        assigned = set(self._consumer.assignment())
+        for topic, partition, offset in self.sequencer.stale_rewinds():
+            tp = next((tp for tp in assigned if tp == (topic, partition)), None)
+            if tp is None:
+                continue
+            logger.warning("%s[%s]: no re-read after a rewind; seeking again", topic, partition)
+            if await self._seek(tp, offset):
+                self.sequencer.rewound(topic, partition, offset)
+
+    async def commit_done(self) -> None:
+        """Commit what is done now, e.g. on revoke, before Faust forgets the partitions.
+
+        Faust drops a revoked partition's acknowledgements before its own revoke-time
+        commit, so the next owner would redo up to one commit interval of work.
+        """
+        consumer = self._consumer
+        offsets = {}
+        for tp in consumer.assignment():
+            position = self._positions.get(tp.topic)
+            done = position(tp.partition) if position is not None else None
+            if done is not None:
+                offsets[tp] = done
+        if offsets:
+            try:
+                await consumer._commit_offsets(offsets)
+            except Exception as exc:  # the group may have moved on: the next owner redoes it
+                logger.warning("commit on revoke failed: %r", exc)

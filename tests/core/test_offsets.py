@@ -20,6 +20,15 @@ def feed(seq: Sequencer, offsets: list[int], generation: int = 1) -> list[Any]:
     return [seq.accept("t", 0, o, generation)[0] for o in offsets]
 
 
+def rewind(seq: Sequencer, offset: int, generation: int = 1) -> tuple[Verdict, int]:
+    """A record's verdict; for a rewind, the seek is done (as OffsetGuard does)."""
+    verdict, target = seq.accept("t", 0, offset, generation)
+    if verdict is REWIND:
+        seq.seeking("t", 0, target)
+        seq.rewound("t", 0, offset)
+    return verdict, target
+
+
 def test_in_order_offsets_are_admitted_and_repeats_dropped() -> None:
     seq = make()
     assert feed(seq, [0, 1, 2, 1, 2, 3]) == [ADMIT, ADMIT, ADMIT, DROP, DROP, ADMIT]
@@ -28,14 +37,14 @@ def test_in_order_offsets_are_admitted_and_repeats_dropped() -> None:
 def test_a_hole_asks_for_a_rewind_and_drops_what_was_read_before_it() -> None:
     seq = make()
     assert feed(seq, [0, 1]) == [ADMIT, ADMIT]
-    assert seq.accept("t", 0, 3, 1) == (REWIND, 2)
+    assert rewind(seq, 3) == (REWIND, 2)
     # 4 and 5 were read before the seek took effect; 2 is the re-read.
     assert feed(seq, [4, 5, 2, 3, 4]) == [DROP, DROP, ADMIT, ADMIT, ADMIT]
 
 
 def test_a_hole_at_the_start_of_a_generation_is_found_from_the_committed_offset() -> None:
     seq = make(start=10)
-    assert seq.accept("t", 0, 11, 1) == (REWIND, 10)
+    assert rewind(seq, 11) == (REWIND, 10)
     assert feed(seq, [10, 11]) == [ADMIT, ADMIT]
 
 
@@ -43,17 +52,31 @@ def test_after_a_rewind_offsets_the_broker_skips_are_a_legitimate_gap() -> None:
     # Offsets 2 and 3 hold no record (transaction markers): the re-read starts at 4.
     seq = make()
     feed(seq, [0, 1])
-    assert seq.accept("t", 0, 4, 1) == (REWIND, 2)
+    assert rewind(seq, 4) == (REWIND, 2)
+    seq.fetched("t", 0, [4, 5, 6])  # what the seek to 2 fetched
     assert feed(seq, [5, 4, 5, 6]) == [DROP, ADMIT, ADMIT, ADMIT]
+
+
+def test_a_re_read_dropped_again_asks_for_another_rewind() -> None:
+    # The review's loss path: 101 is missing, the rewind's re-read of 101 is dropped too.
+    seq = make(start=100)
+    assert feed(seq, [100]) == [ADMIT]
+    assert rewind(seq, 102) == (REWIND, 101)
+    seq.fetched("t", 0, [101, 102, 103])
+    assert feed(seq, [103]) == [DROP]  # read before the seek
+    assert rewind(seq, 102) == (REWIND, 101)  # 101 dropped again: not a gap
+    assert feed(seq, [101, 102, 103]) == [ADMIT, ADMIT, ADMIT]
 
 
 def test_a_rewind_that_never_arrives_is_asked_again() -> None:
     clock = [0.0]
     seq = make(clock=clock)
     feed(seq, [0])
-    assert seq.accept("t", 0, 2, 1) == (REWIND, 1)
+    assert rewind(seq, 2) == (REWIND, 1)
     assert feed(seq, [3]) == [DROP]
+    assert seq.stale_rewinds() == []
     clock[0] = 11.0
+    assert seq.stale_rewinds() == [("t", 0, 1)]
     assert seq.accept("t", 0, 4, 1) == (REWIND, 1)
 
 
@@ -71,11 +94,11 @@ def test_an_unknown_start_takes_the_first_record_read() -> None:
     assert feed(seq, [7, 8]) == [ADMIT, ADMIT]
 
 
-def test_a_rewind_into_deleted_records_moves_to_the_log_start() -> None:
+def test_a_rewind_into_deleted_records_continues_at_the_log_start() -> None:
     seq = make()
     feed(seq, [0])
-    assert seq.accept("t", 0, 3, 1) == (REWIND, 1)
-    seq.moved("t", 0, 5)  # retention deleted 1..4
+    assert rewind(seq, 3) == (REWIND, 1)
+    seq.fetched("t", 0, [5, 6])  # retention deleted 1..4: the seek landed at 5
     assert feed(seq, [5, 6]) == [ADMIT, ADMIT]
 
 
@@ -101,10 +124,18 @@ def test_a_record_dropped_after_its_fetch_still_needs_a_rewind() -> None:
     assert seq.accept("t", 0, 3, 1) == (REWIND, 2)  # 2 was fetched: Faust dropped it
 
 
-def test_a_seek_breaks_the_chain_of_fetches() -> None:
+def test_a_fetch_spanning_a_seek_breaks_the_chain_of_fetches() -> None:
     seq = make()
     seq.fetched("t", 0, [0, 1])
-    seq.seeking("t", 0)
-    seq.fetched("t", 0, [5])  # after a seek: not a gap the broker made
+    seq.unsure("t", 0)  # a fetch spanned a seek
+    seq.fetched("t", 0, [5])  # so this jump is not known to be the broker's
     assert feed(seq, [0, 1]) == [ADMIT, ADMIT]
     assert seq.accept("t", 0, 5, 1) == (REWIND, 2)
+
+
+def test_a_gap_right_at_a_seek_target_is_the_broker_s() -> None:
+    # A rebalance's seek to the committed offset 200, which is a transaction marker.
+    seq = make(start=200)
+    seq.seeking("t", 0, 200)
+    seq.fetched("t", 0, [201, 202])
+    assert feed(seq, [201, 202]) == [ADMIT, ADMIT]
