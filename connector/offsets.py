@@ -365,8 +365,11 @@ class OffsetGuard:
 
     async def retry_stale_rewinds(self) -> None:
         """Seek again where a rewind's re-read never came (run it every few seconds)."""
+        stale = self.sequencer.stale_rewinds()
+        if not stale:
+            return
         assigned = set(self._consumer.assignment())
-        for topic, partition, offset in self.sequencer.stale_rewinds():
+        for topic, partition, offset in stale:
             tp = next((tp for tp in assigned if tp == (topic, partition)), None)
             if tp is None:
                 continue
