@@ -18,6 +18,26 @@ from tests.factories import make_event, record, target
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
 
+async def committed_offsets(deployment: Deployment, wanted: int) -> int:
+    """The group's committed offsets on the events topic, summed, once they reach ``wanted``
+    (Faust commits on an interval, about 3 s) or after 20 s."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+    await admin.start()
+    try:
+        committed = 0
+        for _ in range(40):
+            offsets = await admin.list_consumer_group_offsets(deployment.env["CONNECTOR_APP_ID"])
+            committed = sum(
+                meta.offset for tp, meta in offsets.items() if tp.topic == deployment.events_topic
+            )
+            if committed == wanted:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    return committed
+
+
 async def test_offsets_are_committed_after_events_end(
     deployment: Deployment, sandboxes: Sandboxes
 ) -> None:
@@ -25,21 +45,7 @@ async def test_offsets_are_committed_after_events_end(
     deployment.worker()
     await deployment.publish(events)
     await deployment.audit_until_terminal([e["event_id"] for e in events])
-    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
-    await admin.start()
-    try:
-        committed = 0
-        for _ in range(40):  # Faust commits on an interval (about 3 s)
-            offsets = await admin.list_consumer_group_offsets(deployment.env["CONNECTOR_APP_ID"])
-            committed = sum(
-                meta.offset for tp, meta in offsets.items() if tp.topic == deployment.events_topic
-            )
-            if committed == len(events):
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
-    assert committed == len(events)
+    assert await committed_offsets(deployment, len(events)) == len(events)
 
 
 SKIPPING_WORKER = Path(__file__).with_name("skipping_worker.py")
@@ -81,21 +87,7 @@ async def test_a_record_faust_drops_is_read_again_and_never_committed_past(
     assert log.count("skipping-worker: dropped") >= 6  # 0, 4 and 5 of a partition, twice
     assert "reading again from" in log
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
-    await admin.start()
-    try:
-        committed = 0
-        for _ in range(40):  # Faust commits on an interval (about 3 s)
-            offsets = await admin.list_consumer_group_offsets(deployment.env["CONNECTOR_APP_ID"])
-            committed = sum(
-                meta.offset for tp, meta in offsets.items() if tp.topic == deployment.events_topic
-            )
-            if committed == len(flat):
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
-    assert committed == len(flat)
+    assert await committed_offsets(deployment, len(flat)) == len(flat)
 
 
 async def test_transactional_producers_aborted_events_never_reach_a_vendor(
