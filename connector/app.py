@@ -387,14 +387,20 @@ def create_app(settings: Settings) -> ConnectorApp:
             source = SourceRef(
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
-            await processor.handle(
-                source,
-                message.key,
-                message.value,
-                _acker(connector, event),
-                message.generation_id,
-                headers=message.headers,  # read for the W3C trace context only
-            )
+            try:
+                await processor.handle(
+                    source,
+                    message.key,
+                    message.value,
+                    _acker(connector, event),
+                    message.generation_id,
+                    headers=message.headers,  # read for the W3C trace context only
+                )
+            except Exception:
+                # handle() never raises; if it did, the record would be admitted without a
+                # job, and later acknowledgements would commit past it: read it again.
+                logger.exception("admitting %s failed; reading it again", source)
+                await offsets.unadmit(message)
 
     @app.agent(parking, name="parked", concurrency=1)
     async def deliver_parked(stream: faust.StreamT) -> None:
@@ -409,14 +415,18 @@ def create_app(settings: Settings) -> ConnectorApp:
                 topic=message.topic, partition=message.partition, offset=message.offset
             )
             headers = _headers(message.headers)
-            await processor.handle_parked(
-                source,
-                message.key,
-                message.value,
-                headers,
-                _acker(connector, event),
-                message.generation_id,
-            )
+            try:
+                await processor.handle_parked(
+                    source,
+                    message.key,
+                    message.value,
+                    headers,
+                    _acker(connector, event),
+                    message.generation_id,
+                )
+            except Exception:
+                logger.exception("admitting %s failed; reading it again", source)  # as above
+                await offsets.unadmit(message)
 
     @app.timer(5.0)
     async def retry_stale_rewinds() -> None:

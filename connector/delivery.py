@@ -439,6 +439,9 @@ class OrderedDispatcher:
             if lease is not None:
                 lease._revoked = True
                 fenced.append(lease)
+                # A record of that generation read later gets a revoked lease too, never a
+                # fresh one that would start mid-stream.
+                self.fence_generation(lease.generation)
         self._revoked.extend(fenced)
         return fenced
 

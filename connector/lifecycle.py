@@ -34,10 +34,11 @@ No I/O here: :func:`judge` decides, :func:`begin`, :func:`confirm` and
 
 from __future__ import annotations
 
-import orjson
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from connector.events import Event, EventType, OrderCancelled, OrderCompleted, PackagesSet
 

@@ -164,6 +164,12 @@ class Sequencer:
             track.hole_at = offset
             track.since = self._clock()
 
+    def back_to(self, topic: str, partition: int, offset: int) -> None:
+        """``offset`` was admitted but never handed on: expect it again."""
+        track = self._tracks.get((topic, partition))
+        if track is not None and track.expected is not None and offset < track.expected:
+            track.expected = offset
+
     def stale_rewinds(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) of rewinds whose re-read has not come in time."""
         now = self._clock()
@@ -351,6 +357,15 @@ class OffsetGuard:
             if await self._seek(message.tp, target):
                 self.sequencer.rewound(message.topic, message.partition, message.offset)
         return False
+
+    async def unadmit(self, message: Any) -> None:
+        """``message`` was admitted but its job was never created: read it again.
+
+        Later records would otherwise be acknowledged past it.
+        """
+        self.sequencer.back_to(message.topic, message.partition, message.offset)
+        if await self._seek(message.tp, message.offset):
+            self.sequencer.rewound(message.topic, message.partition, message.offset)
 
     async def _seek(self, tp: Any, offset: int) -> bool:
         # On the consumer's own thread (seek_wait), never racing its fetch; a failure
