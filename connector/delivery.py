@@ -439,9 +439,10 @@ class OrderedDispatcher:
             if lease is not None:
                 lease._revoked = True
                 fenced.append(lease)
-                # A record of that generation read later gets a revoked lease too, never a
-                # fresh one that would start mid-stream.
-                self.fence_generation(lease.generation)
+                if partitions is None:
+                    # Everything is revoked: a record of that generation read later gets a
+                    # revoked lease too, never a fresh one that would start mid-stream.
+                    self.fence_generation(lease.generation)
         self._revoked.extend(fenced)
         return fenced
 
