@@ -377,7 +377,17 @@ async def test_wrong_password_fails_clearly(
     assert WRONG_PASSWORD not in output
     assert PASSWORD not in output
 
-    worker = WorkerProcess(env, worker_id="w-wrong", log_path=tmp_path / "w-wrong.log")
+    # Vendor settings that pass the worker's own start-up checks, so that it gets as far
+    # as the broker (nothing is ever sent to these URLs).
+    vendors = {
+        "CONNECTOR_KOMBO__BASE_URL": "http://127.0.0.1:9/v1",
+        "CONNECTOR_KOMBO__API_KEY": "unused-key",
+        "CONNECTOR_COMEET__BASE_URL": "http://127.0.0.1:9",
+        "CONNECTOR_COMEET__TOKEN": "unused-token",
+    }
+    worker = WorkerProcess(
+        {**env, **vendors}, worker_id="w-wrong", log_path=tmp_path / "w-wrong.log"
+    )
     worker.start(wait_ready=None)
     try:
         for _ in range(150):  # 30 s
