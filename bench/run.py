@@ -128,7 +128,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     _default(args, "orders", 300 if smoke else 10_000)
     _default(args, "latency_ms", [50.0] if smoke else [0.0, 50.0])
     _default(args, "workers", [1] if smoke else [1, 2])
-    _default(args, "cap_seconds", 10.0 if smoke else 60.0)
+    _default(args, "cap_seconds", 5.0 if smoke else 60.0)
     _default(args, "only", list(IMPLEMENTATIONS))
     _default(args, "micro_seconds", 1.0 if smoke else 5.0)
     if smoke:
