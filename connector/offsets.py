@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from faust.types import TP
+
 __all__ = ["OffsetGuard", "ReadOffsets", "Sequencer", "Verdict"]
 
 logger = logging.getLogger(__name__)
@@ -180,10 +182,6 @@ class Sequencer:
             and track.expected is not None
             and now - track.since >= self._retry_after
         ]
-
-    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
-        for key in partitions:
-            self._tracks.pop(key, None)
 
 
 class ReadOffsets(dict[Any, int | None]):
@@ -354,8 +352,7 @@ class OffsetGuard:
                 target,
                 target,
             )
-            if await self._seek(message.tp, target):
-                self.sequencer.rewound(message.topic, message.partition, message.offset)
+            await self._rewind(message.tp, target, message.offset)
         return False
 
     async def unadmit(self, message: Any) -> None:
@@ -364,33 +361,34 @@ class OffsetGuard:
         Later records would otherwise be acknowledged past it.
         """
         self.sequencer.back_to(message.topic, message.partition, message.offset)
-        if await self._seek(message.tp, message.offset):
-            self.sequencer.rewound(message.topic, message.partition, message.offset)
+        await self._rewind(message.tp, message.offset, message.offset)
 
-    async def _seek(self, tp: Any, offset: int) -> bool:
-        # On the consumer's own thread (seek_wait), never racing its fetch; a failure
-        # (the partition revoked meanwhile) leaves the hole to the next record or timer.
+    async def _rewind(self, tp: Any, offset: int, hole_at: int) -> None:
+        """Read ``tp`` again from ``offset``; records above ``hole_at`` predate the seek.
+
+        The seek runs on the consumer's own thread (``seek_wait``), never racing its
+        fetch; a failure (the partition revoked meanwhile) leaves the hole to the next
+        record or to the timer.
+        """
         self.sequencer.seeking(tp.topic, tp.partition, offset)
         try:
             await self._consumer.seek_wait({tp: offset})
         except Exception as exc:
             logger.warning("%s[%s]: seek to %s failed: %r", tp.topic, tp.partition, offset, exc)
-            return False
-        return True
+            return
+        self.sequencer.rewound(tp.topic, tp.partition, hole_at)
 
     async def retry_stale_rewinds(self) -> None:
         """Seek again where a rewind's re-read never came (run it every few seconds)."""
         stale = self.sequencer.stale_rewinds()
         if not stale:
             return
-        assigned = set(self._consumer.assignment())
+        assigned = self._consumer.assignment()
         for topic, partition, offset in stale:
-            tp = next((tp for tp in assigned if tp == (topic, partition)), None)
-            if tp is None:
-                continue
-            logger.warning("%s[%s]: no re-read after a rewind; seeking again", topic, partition)
-            if await self._seek(tp, offset):
-                self.sequencer.rewound(topic, partition, offset)
+            tp = TP(topic, partition)
+            if tp in assigned:
+                logger.warning("%s[%s]: no re-read after a rewind; seeking again", topic, partition)
+                await self._rewind(tp, offset, offset)
 
     async def commit_done(self) -> None:
         """Commit what is done now, e.g. on revoke, before Faust forgets the partitions.
