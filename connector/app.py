@@ -30,8 +30,10 @@ Decisions recorded here:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +274,12 @@ class ConnectorApp:
             )
         return self.processor
 
+    def guard(self) -> OffsetGuard:
+        """The consumer's offset guard (built with the runtime)."""
+        self.runtime()
+        assert self.offsets is not None
+        return self.offsets
+
     def _dispatchers(self) -> list[OrderedDispatcher]:
         if self.processor is None or self.dispatcher is None:
             return []
@@ -378,55 +386,30 @@ def create_app(settings: Settings) -> ConnectorApp:
     @app.agent(events, name="deliver", concurrency=1)
     async def deliver_events(stream: faust.StreamT) -> None:
         processor = connector.runtime()
-        offsets = connector.offsets
-        assert offsets is not None
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            message = event.message
-            if not await offsets.admit(message):
-                continue  # a duplicate, or read past a hole (re-read after a seek)
-            source = SourceRef(
-                topic=message.topic, partition=message.partition, offset=message.offset
+
+        async def handle(message: Any, source: SourceRef, ack: Callable[[], None]) -> None:
+            await processor.handle(
+                source,
+                message.key,
+                message.value,
+                ack,
+                message.generation_id,
+                headers=message.headers,  # read for the W3C trace context only
             )
-            try:
-                await processor.handle(
-                    source,
-                    message.key,
-                    message.value,
-                    _acker(connector, event),
-                    message.generation_id,
-                    headers=message.headers,  # read for the W3C trace context only
-                )
-            except Exception:
-                # handle() never raises; if it did, the record would be admitted without a
-                # job, and later acknowledgements would commit past it: read it again.
-                logger.exception("admitting %s failed; reading it again", source)
-                await offsets.unadmit(message)
+
+        await _hand_on(stream, connector.guard(), handle)
 
     @app.agent(parking, name="parked", concurrency=1)
     async def deliver_parked(stream: faust.StreamT) -> None:
         processor = connector.runtime()
-        offsets = connector.offsets
-        assert offsets is not None
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            message = event.message
-            if not await offsets.admit(message):
-                continue  # a duplicate, or read past a hole (re-read after a seek)
-            source = SourceRef(
-                topic=message.topic, partition=message.partition, offset=message.offset
-            )
+
+        async def handle(message: Any, source: SourceRef, ack: Callable[[], None]) -> None:
             headers = _headers(message.headers)
-            try:
-                await processor.handle_parked(
-                    source,
-                    message.key,
-                    message.value,
-                    headers,
-                    _acker(connector, event),
-                    message.generation_id,
-                )
-            except Exception:
-                logger.exception("admitting %s failed; reading it again", source)  # as above
-                await offsets.unadmit(message)
+            await processor.handle_parked(
+                source, message.key, message.value, headers, ack, message.generation_id
+            )
+
+        await _hand_on(stream, connector.guard(), handle)
 
     @app.timer(5.0)
     async def retry_stale_rewinds() -> None:
@@ -522,11 +505,24 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 
-def _acker(connector: ConnectorApp, event: faust.EventT) -> Any:
-    offsets = connector.offsets
-    assert offsets is not None
+async def _hand_on(
+    stream: faust.StreamT,
+    offsets: OffsetGuard,
+    handle: Callable[[Any, SourceRef, Callable[[], None]], Awaitable[None]],
+) -> None:
+    """Hand each admitted record of ``stream`` to ``handle(message, source, ack)``.
 
-    def ack() -> None:
-        offsets.ack(event)
-
-    return ack
+    ``ack`` is the dispatcher's, called in offset order once the record's job is done.
+    """
+    async for event in stream.noack().events():  # type: ignore[attr-defined]
+        message = event.message
+        if not await offsets.admit(message):
+            continue  # a duplicate, or read past a hole (re-read after a seek)
+        source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset)
+        try:
+            await handle(message, source, functools.partial(offsets.ack, event))
+        except Exception:
+            # The processor never raises here; if it did, the record would be admitted
+            # without a job, and later acknowledgements would commit past it: read it again.
+            logger.exception("admitting %s failed; reading it again", source)
+            await offsets.unadmit(message)
