@@ -363,25 +363,21 @@ def test_slots_entrypoint_sets_the_id_for_the_worker(tmp_path: Path) -> None:
     env = {"CONNECTOR_DATA_DIR": str(tmp_path)}
     environment = child_environment(env)
     environment.pop("CONNECTOR_WORKER_ID", None)
-    run = subprocess.run(
-        [sys.executable, "-m", "connector.slots", *show],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    assert (held, run.stdout.strip()) == ("worker-0", "worker-1")
+
+    def worker_id() -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "connector.slots", *show],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return run.stdout.strip()
+
+    assert (held, worker_id()) == ("worker-0", "worker-1")
     environment["CONNECTOR_WORKER_ID"] = "connector-3"  # a StatefulSet's pod name
-    run = subprocess.run(
-        [sys.executable, "-m", "connector.slots", *show],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    assert run.stdout.strip() == "connector-3"
+    assert worker_id() == "connector-3"
     os.close(fd)
 
 
