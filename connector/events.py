@@ -655,7 +655,11 @@ def parse_value(value: bytes | None, *, max_bytes: int) -> Event:
         ) from None
     except ValueError as exc:
         raise InvalidEventError(f"value is not valid JSON: {exc}", code="not_json") from None
-    if _depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    # The depth (a scalar counts as a level) is at most one more than the number of
+    # opening brackets (those inside strings only add to the count), and counting them
+    # is a C loop: the walk is needed only for events with about the limit in brackets.
+    brackets = text.count("{") + text.count("[")
+    if brackets + 1 > MAX_JSON_DEPTH and _depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidEventError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
     if not isinstance(raw, dict):
         raise InvalidEventError(

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from connector.errors import InvalidEventError
-from connector.events import OrderCompleted, parse_record
+from connector.events import MAX_JSON_DEPTH, OrderCompleted, parse_record
 from tests.factories import PDF_B64, make_event, record, target
 
 MAX = 1_000_000
@@ -72,6 +72,16 @@ def test_undecodable_values(value: bytes | None, code: str, fragment: str) -> No
     error = _reason(b"k", value)
     assert error.code == code
     assert fragment in error.reason
+
+
+@pytest.mark.parametrize("levels", [MAX_JSON_DEPTH - 2, MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH])
+@pytest.mark.parametrize(("opening", "closing"), [('{"a":', "}"), ("[", "]")])
+def test_nesting_limit_is_exact(levels: int, opening: str, closing: str) -> None:
+    # A scalar inside ``levels`` containers sits at depth levels + 1: around the limit,
+    # where counting the brackets stops being enough to decide without the walk.
+    value = ('{"x":' + opening * levels + "1" + closing * levels + "}").encode()
+    code = _reason(b"k", value).code
+    assert code == ("too_deep" if levels + 2 > MAX_JSON_DEPTH else "unknown_type")
 
 
 def test_oversized_value() -> None:
