@@ -117,17 +117,27 @@ class Metrics:
             self.event_latency.labels(vendor)
             self.latency.labels(vendor)
             self.retries.labels(vendor)
+        # Labelled series by (metric, label values): prometheus_client's ``labels()``
+        # validates and locks on every call, several times per event.
+        self._series: dict[tuple[Any, ...], Any] = {}
+
+    def _one(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
 
     def observe_audit(self, record: AuditRecord) -> None:
         if record.outcome is not Outcome.FAILED:
-            self.events.labels(record.event_type or "unknown", record.outcome.value).inc()
+            self._one(self.events, record.event_type or "unknown", record.outcome.value).inc()
         if record.outcome in (Outcome.DELIVERED, Outcome.FAILED) and record.vendor:
             status = str(record.http_status) if record.http_status else "error"
-            self.deliveries.labels(record.vendor, status).inc()
+            self._one(self.deliveries, record.vendor, status).inc()
             if record.latency_ms is not None:
-                self.latency.labels(record.vendor).observe(record.latency_ms / 1000)
+                self._one(self.latency, record.vendor).observe(record.latency_ms / 1000)
             if record.outcome is Outcome.FAILED and record.retryable:
-                self.retries.labels(record.vendor).inc()
+                self._one(self.retries, record.vendor).inc()
         if record.terminal:
             ctx = CURRENT.get()  # the job's event (connector.context), None outside a job
             if ctx is not None:
@@ -139,7 +149,7 @@ class Metrics:
                 ):
                     age = record.time.timestamp() - ctx.occurred_at
                     # A producer's clock ahead of ours must not record a negative age.
-                    self.event_latency.labels(record.vendor).observe(max(0.0, age))
+                    self._one(self.event_latency, record.vendor).observe(max(0.0, age))
 
     def observe_dead_letter(self, record: DeadLetter) -> None:
         self.dead_letters.labels(record.code).inc()
