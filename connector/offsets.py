@@ -39,9 +39,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
+
+if TYPE_CHECKING:
+    from connector.intake import Intake
 
 __all__ = ["OffsetGuard", "ReadOffsets", "Sequencer", "Verdict"]
 
@@ -286,17 +289,20 @@ class OffsetGuard:
         self._starts: dict[tuple[str, int], int | None] = {}
         self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
         self._acks = _AckGate(consumer, topics)
+        self._intake: Intake | None = None
         _patch_seek(consumer, topics, self._starts, self.sequencer)
         self._patch_commit()
         self._patch_fetch(topics)
 
     def _patch_fetch(self, topics: set[str]) -> None:
         # What the broker returned, before Faust's fetch loop or stream can drop any of it.
-        getmany = self._consumer._getmany
+        consumer = self._consumer
+        getmany = consumer._getmany
         sequencer = self.sequencer
 
         async def _getmany(active_partitions: Any, timeout: float) -> Any:
             epoch = sequencer.epoch
+            generation = consumer.app.consumer_generation_id
             records = await getmany(active_partitions, timeout)
             spanned = sequencer.epoch != epoch  # asked before a seek, answered after it
             for tp, batch in records.items():
@@ -305,9 +311,23 @@ class OffsetGuard:
                         sequencer.unsure(tp.topic, tp.partition)
                     else:
                         sequencer.fetched(tp.topic, tp.partition, [r.offset for r in batch])
-            return records
+            intake = self._intake
+            if intake is None:
+                return records
+            taken = intake.topics
+            mine = {tp: batch for tp, batch in records.items() if tp.topic in taken and batch}
+            if not mine:
+                return records
+            if consumer.app.consumer_generation_id == generation:
+                await intake.hand_off(mine, generation)
+            # A fetch that spans a rebalance is dropped: the next owner reads it again.
+            return {tp: batch for tp, batch in records.items() if tp.topic not in taken}
 
-        self._consumer._getmany = _getmany
+        consumer._getmany = _getmany
+
+    def take(self, intake: Intake) -> None:
+        """From now on, ``intake`` gets its topics' records straight from each fetch."""
+        self._intake = intake
 
     def _patch_commit(self) -> None:
         consumer = self._consumer

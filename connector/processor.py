@@ -109,8 +109,11 @@ class StateStore(Protocol):
 
     def get(self, key: bytes) -> OrderState | None: ...
 
-    def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
-        """Store the state; awaiting the result waits until the changelog has it."""
+    async def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
+        """Store the state and queue its changelog record, in call order.
+
+        Awaiting the result waits until the changelog has it.
+        """
         ...
 
 
@@ -410,8 +413,20 @@ class Processor:
         await self._durably(lease, lambda: self._sinks.audit(record), "audit")
 
     async def _save(self, lease: Lease, key: bytes, state: OrderState | None) -> None:
+        """Write the state and wait until the changelog has it."""
         if state is not None:
-            await self._durably(lease, lambda: self._store.put(key, state), "state")
+            await self._durably(lease, lambda: self._put_durably(key, state), "state")
+
+    async def _put_durably(self, key: bytes, state: OrderState) -> None:
+        await (await self._store.put(key, state))
+
+    async def _write_behind(self, key: bytes, state: OrderState) -> None:
+        """Write the state without waiting for the broker (the callers say why)."""
+        try:
+            await self._store.put(key, state)
+        except Exception as exc:
+            # The changelog keeps the order's previous state; its next event heals it.
+            logger.warning("could not queue a state write (%s: %s)", type(exc).__name__, exc)
 
     async def _dead_letter(
         self,
@@ -527,7 +542,7 @@ class Processor:
     ) -> None:
         """A duplicate or a rejection: the terminal record, and the state written back."""
         if state is not None:
-            self._store.put(rec.key, state)  # heal a changelog that missed a write
+            await self._write_behind(rec.key, state)  # heal a changelog that missed a write
         outcome = Outcome.DUPLICATE if decision.verdict is Verdict.DUPLICATE else Outcome.REJECTED
         await self._emit(rec.lease, self._record(rec, outcome, True, reason=decision.reason))
         ended[0] = True
@@ -674,12 +689,12 @@ class Processor:
             after = abandon(self._store.get(key), mark, may_have_arrived=outcome.may_have_arrived)
         if leave_parking:
             after = unpark(after, rec.source.offset)
-        # Not awaited: the record is acknowledged after this, and Faust flushes its
-        # producer before it commits (and when a revoke ends); if the worker dies
-        # first, the pending intent makes the replay send the same event again.
+        # Queued, not waited for: the record is acknowledged after this, and Faust
+        # flushes its producer before it commits (and when a revoke ends); if the worker
+        # dies first, the pending intent makes the replay send the same event again.
         lease.check()
         if after is not None:
-            self._store.put(key, after)
+            await self._write_behind(key, after)
 
     async def _give_up(self, rec: _Record, error: DeliveryError, attempts: int) -> None:
         code = "permanent" if isinstance(error, PermanentDeliveryError) else "retries_exhausted"

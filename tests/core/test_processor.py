@@ -34,7 +34,7 @@ class Store:
     def get(self, key: bytes) -> OrderState | None:
         return decode_state(self.data.get(key))
 
-    def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
+    async def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
         self.data[key] = encode_state(state)
         self.writes.append((key, state))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -51,10 +51,10 @@ async def test_offsets_are_committed_after_events_end(
 SKIPPING_WORKER = Path(__file__).with_name("skipping_worker.py")
 
 
-async def test_a_record_faust_drops_is_read_again_and_never_committed_past(
+async def test_a_record_lost_before_the_sequencer_is_read_again_and_never_committed_past(
     deployment: Deployment, sandboxes: Sandboxes
 ) -> None:
-    """Faust loses records on their way to the agent; the connector reads them again.
+    """Records lost on their way to the processor are read again.
 
     The worker drops the first two deliveries of offsets 0 (where its reading starts),
     4 and 5 of every partition. Before ``connector.offsets`` those events had no
