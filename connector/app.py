@@ -5,17 +5,19 @@ Decisions recorded here:
 * The events topic is read with raw serializers: parsing is ours
   (:func:`connector.events.parse_record`), so bad bytes become a dead letter
   instead of a crash inside Faust's deserializer.
-* The agent runs one actor (``concurrency=1``, which keeps per-key order) and
-  reads with ``noack()``: :class:`~connector.delivery.OrderedDispatcher`
-  acknowledges each record itself, strictly in offset order per partition.
+* The events and parking topics are subscribed through agents, so that Faust
+  assigns them with the table, but their records skip Faust's stream: the
+  intake (:mod:`connector.intake`) hands them from each fetch to the processor,
+  and :class:`~connector.delivery.OrderedDispatcher` acknowledges each record
+  itself, strictly in offset order per partition.
 * The table is co-partitioned with its input *by construction*: it does not
   use the partitioner (``use_partitioner=False``), so Faust writes each order's
   changelog record to the partition of the event being processed, whatever
   partitioner the producer used (Java clients hash keys with murmur2,
   librdkafka clients with CRC32, and some pick partitions themselves). Both the
   changelog partition and the RocksDB database come from Faust's *current
-  event*: a delivery job is a task created inside the stream iteration, so its
-  context carries the event that created it.
+  event*: the intake sets it to the record before creating the record's job, so
+  the job's context carries it.
 * Fencing: a rebalance revokes every partition at once (eager protocol). The
   dispatcher fences them synchronously when the rebalance starts
   (:meth:`_FencedApp.on_rebalance_start`); Faust's "wait until the streams are

@@ -10,11 +10,13 @@ connector met, all fixed here for the topics the connector acknowledges itself
   control is briefly off; its fetch loop drops the rest of a batch for a
   partition paused mid-batch). Later records are then handled and acknowledged
   in order, and the commit goes past the dropped one: lost (seen once in the
-  crash matrix). The :class:`Sequencer` admits each partition's offsets
-  strictly in sequence; on a hole it asks for a seek back to the first missing
-  offset and drops what was read before the seek. What the broker returns first
-  after the seek is the truth: offsets it skips hold no record (transaction
-  markers, compacted or deleted records) and are a legitimate gap.
+  crash matrix). These topics' records now bypass that path
+  (:mod:`connector.intake`), and the :class:`Sequencer` still guards the rule:
+  it admits each partition's offsets strictly in sequence; on a hole it asks
+  for a seek back to the first missing offset and drops what was read before
+  the seek. What the broker returns first after the seek is the truth: offsets
+  it skips hold no record (transaction markers, compacted or deleted records)
+  and are a legitimate gap.
 * **Commits from "consecutive acknowledged offsets".** Faust commits the first
   run of consecutive acknowledged offsets even when the run does not start at
   the committed offset (its check is off by one, and skipped entirely for
@@ -27,9 +29,8 @@ connector met, all fixed here for the topics the connector acknowledges itself
   on, so it can undo a seek made meanwhile. For these topics the read offset is
   not kept (the sequencer drops duplicates itself).
 
-And two that were here before: only the dispatcher's acknowledgements count
-(:class:`_AckGate`), and after a rebalance a partition without a committed
-offset is read again from its beginning (:func:`_patch_seek`).
+And after a rebalance a partition without a committed offset is read again
+from its beginning (:func:`_patch_seek`).
 """
 
 from __future__ import annotations
@@ -211,36 +212,6 @@ class ReadOffsets(dict[Any, int | None]):
             self[tp] = offset
 
 
-class _AckGate:
-    """Only the dispatcher acknowledges records of the managed topics.
-
-    Faust acknowledges a message its stream *skips* (read in an older consumer
-    generation, or while flow is suspended in a rebalance) even under
-    ``noack()``. Acks from the dispatcher pass; Faust's own are ignored for
-    these topics.
-    """
-
-    def __init__(self, consumer: Any, topics: set[str]) -> None:
-        self._approved: set[int] = set()
-        self._topics = topics
-        self._ack = consumer.ack
-        consumer.ack = self._gate
-
-    def _gate(self, message: Any) -> bool:
-        if message.topic in self._topics and id(message) not in self._approved:
-            return False
-        return bool(self._ack(message))
-
-    def ack(self, event: Any) -> None:
-        """Acknowledge ``event`` as the dispatcher (which does so in offset order)."""
-        marker = id(event.message)
-        self._approved.add(marker)
-        try:
-            event.ack()
-        finally:
-            self._approved.discard(marker)
-
-
 def _patch_seek(
     consumer: Any, topics: set[str], starts: dict[Any, int | None], sequencer: Sequencer
 ) -> None:
@@ -288,7 +259,6 @@ class OffsetGuard:
         topics = set(self._positions)
         self._starts: dict[tuple[str, int], int | None] = {}
         self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
-        self._acks = _AckGate(consumer, topics)
         self._intake: Intake | None = None
         _patch_seek(consumer, topics, self._starts, self.sequencer)
         self._patch_commit()
@@ -349,10 +319,6 @@ class OffsetGuard:
             return done
 
         consumer._new_offset = _new_offset
-
-    def ack(self, event: Any) -> None:
-        """Acknowledge ``event`` on behalf of the dispatcher (in offset order)."""
-        self._acks.ack(event)
 
     async def admit(self, message: Any) -> bool:
         """Whether the agent may hand ``message`` on; seeks back over a hole first."""
