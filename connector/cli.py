@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -62,6 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # Before the worker creates its loop (mode.Worker takes the policy's loop).
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     connector = create_app(settings)
+    tune_gc(settings.gc_threshold)
     worker = faust.Worker(
         connector.app,
         loglevel=settings.log_level,
@@ -70,6 +72,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logger.info("event loop: %s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0
+
+
+def tune_gc(threshold: int) -> None:
+    """Keep Python's cyclic garbage collector from costing a third of the worker's CPU.
+
+    What exists after start-up (modules, pydantic models, the Faust app) lives as long
+    as the process: frozen, no collection scans it again. Young-generation passes run
+    every ``threshold`` allocations instead of 700; the older generations keep their
+    ratios (10, 10), so full collections stay as rare relative to young ones as before.
+    """
+    gc.freeze()
+    gc.set_threshold(threshold, 10, 10)
 
 
 def cmd_topics(args: argparse.Namespace) -> int:

@@ -246,7 +246,7 @@ class DeliverySettings(BaseModel):
     # Records admitted per worker, including those waiting for a retry or behind an
     # earlier event of their order: the memory bound, far above max_in_flight so that
     # a failing target's parked events do not stop healthy ones.
-    max_pending: int = Field(default=10_000, gt=0)
+    max_pending: int = Field(default=2_000, gt=0)
     max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
@@ -318,6 +318,10 @@ class Settings(BaseSettings):
     # uvloop: Faust's per-message machinery and the HTTP client cost less on it
     # (BENCHMARKS.md); asyncio is the fallback and the benchmark's comparison.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Allocations between two young-generation passes of Python's cyclic garbage
+    # collector (Python's default: 700). With thousands of admitted jobs alive, the
+    # default spent a third of the worker's CPU in collections (BENCHMARKS.md).
+    gc_threshold: int = Field(default=50_000, ge=1)
 
     @property
     def rebalance_timeout_s(self) -> float:
