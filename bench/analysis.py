@@ -47,6 +47,11 @@ class RunStats:
     order_violations: int
     # Per second since the start: (second, delivered in it, p50 ms, p99 ms of those).
     timeline: list[tuple[int, int, float, float]] = field(default_factory=list)
+    # Events produced in the first ``warmup_s`` seconds: delivered and counted, but not in
+    # the percentiles above; their own p99 and count (paced runs only).
+    warmup_s: float = 0.0
+    warmup_events: int = 0
+    warmup_p99_ms: float | None = None
 
     @property
     def throughput(self) -> float:
@@ -60,11 +65,13 @@ def analyse(
     started_at: float,
     cap_s: float,
     capped: bool,
+    warmup_s: float = 0.0,
 ) -> RunStats:
     window_end = started_at + cap_s if capped else math.inf
     ordered = sorted(entries, key=lambda e: (e["vendor"], e["index"]))
     delivered: set[tuple[str, str, str]] = set()
     latencies: list[float] = []
+    warmup: list[float] = []
     by_second: dict[int, list[float]] = {}
     arrived: dict[tuple[str, str], set[int]] = {}
     violators: set[tuple[str, str]] = set()
@@ -92,10 +99,11 @@ def analyse(
             continue
         delivered.add(event)
         latency_ms = (received - produced_at) * 1000
-        latencies.append(latency_ms)
+        (warmup if produced_at < started_at + warmup_s else latencies).append(latency_ms)
         by_second.setdefault(int(received - started_at), []).append(latency_ms)
         last = max(last, received)
     latencies.sort()
+    warmup.sort()
     return RunStats(
         expected=expected,
         delivered=len(delivered),
@@ -109,6 +117,9 @@ def analyse(
         orders_seen=len(arrived),
         order_violations=len(violators),
         timeline=[_second(second, values) for second, values in sorted(by_second.items())],
+        warmup_s=warmup_s,
+        warmup_events=len(warmup),
+        warmup_p99_ms=percentile(warmup, 99),
     )
 
 

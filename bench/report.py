@@ -149,7 +149,13 @@ def results_table(results: Sequence[RunResult]) -> str:
             extra.append(f"{s.rejected} refused")
         delivered = f"{s.delivered:,}/{s.expected:,}" + (f" ({', '.join(extra)})" if extra else "")
         cpu = f"{1000 * r.cpu_s / s.delivered:.2f}" if s.delivered else "-"
-        name = r.implementation + (f" ({r.note})" if r.note else "")
+        note = r.note
+        if s.warmup_events:
+            note += (
+                f"; percentiles after a {s.warmup_s:g} s warm-up, whose {s.warmup_events:,}"
+                f" events had p99 {_ms(s.warmup_p99_ms)} ms"
+            )
+        name = r.implementation + (f" ({note})" if note else "")
         rows.append(
             [
                 name,

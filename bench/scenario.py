@@ -78,6 +78,8 @@ class BenchContext:
 class Workload:
     orders: int
     rate: float | None = None  # events/s; None = as fast as the producer goes
+    # Seconds at the start whose events are left out of the latency percentiles.
+    warmup_s: float = 0.0
 
     @property
     def events(self) -> int:
@@ -216,7 +218,14 @@ async def run_configuration(
     finally:
         with contextlib.suppress(Exception):  # best effort: never hide the run's own error
             await delete_topics(ctx.bootstrap, run_id)
-    stats = analyse(entries, expected=workload.events, started_at=started, cap_s=cap, capped=capped)
+    stats = analyse(
+        entries,
+        expected=workload.events,
+        started_at=started,
+        cap_s=cap,
+        capped=capped,
+        warmup_s=workload.warmup_s,
+    )
     return RunResult(
         implementation=impl,
         workers=workers,
