@@ -48,7 +48,7 @@ from connector.audit import AuditRecord, DeadLetter, SourceRef
 from connector.control import follow_control
 from connector.delivery import OrderedDispatcher
 from connector.http import build_http_client
-from connector.intake import Intake
+from connector.intake import Intake, Route
 from connector.kafka_clients import ssl_context
 from connector.lifecycle import OrderState, decode_state, encode_state
 from connector.metrics import Metrics, update_lag
@@ -181,12 +181,15 @@ class _TableStore:
     async def put(self, key: bytes, state: OrderState) -> Any:
         table = self._table
         value = encode_state(state)
-        table[key] = value
-        self._remember(key, state)
         partition = table.partition_for_key(key)  # not None: the table has no partitioner
         assert partition is not None
         topic = table.changelog_topic.get_topic_name()
+        # Queued first, then stored with no await in between: a job cancelled while the
+        # producer makes room has written neither, so the store never holds a state
+        # its changelog lacks.
         fut = await self._producer().send(topic, value, key=key, partition=partition)
+        table[key] = value
+        self._remember(key, state)
         fut.add_done_callback(functools.partial(self._persisted, TP(topic, partition)))
         return fut
 
@@ -328,9 +331,11 @@ class ConnectorApp:
                 )
 
             topics = self.settings.topics
-            self.offsets.take(
-                Intake(consumer, self.offsets, {topics.events: events, topics.parking: parked})
-            )
+            routes = {
+                topics.events: Route(events, dispatcher.has_room),
+                topics.parking: Route(parked, processor.parking_dispatcher.has_room),
+            }
+            self.offsets.take(Intake(consumer, self.offsets, routes))
             self.metrics.bind_gauges(
                 in_flight=lambda: dispatcher.pending,
                 paused=lambda: len(getattr(consumer, "_paused_partitions", ())),
@@ -394,8 +399,8 @@ def create_app(settings: Settings) -> ConnectorApp:
         # everything else is cancelled); the group must wait longer than that before it
         # evicts a member that is still revoking.
         broker_rebalance_timeout=settings.rebalance_timeout_s,
-        # The consumer loop stops polling while the worker is at its admission bound;
-        # that lasts at most one retry deadline plus a call.
+        # Kept as the bound on one fetch loop turn (the intake never waits for room: a
+        # full dispatcher pauses its partitions instead).
         broker_max_poll_interval=settings.max_poll_interval_s,
         store=settings.store,
         datadir=str(data_dir),

@@ -307,6 +307,12 @@ class OrderedDispatcher:
     def saturated(self) -> bool:
         return self._slots.locked()
 
+    def has_room(self, size: int = 0) -> bool:
+        """Whether :meth:`submit` would admit a record of ``size`` bytes without waiting."""
+        if self._slots.locked():
+            return False
+        return not self._bytes or self._bytes + size <= self._max_bytes
+
     def lease(self, partition: Hashable, generation: int | None = None) -> Lease:
         """The lease for a record of ``partition`` read in consumer ``generation``.
 

@@ -17,8 +17,13 @@ in the fetch loop's task, one at a time:
   next owner, from the committed offset;
 * each record passes the :class:`~connector.offsets.Sequencer` (admitted in
   offset order, a hole read again) and then goes to the processor, which
-  returns once the record has a job (it waits while the worker is at its
-  admission bound: that is the consumer's backpressure);
+  creates its job;
+* the hand-off never waits for room: a partition whose dispatcher is full
+  (``max_pending`` records, or their bytes) stops there -- Faust stops fetching
+  it (its own "buffer full" pause), it is read again from its first record not
+  handed on, and it resumes once its dispatcher has room. So a full parking
+  dispatcher never holds the events topic back, nor the other way round, and
+  the consumer keeps polling (no eviction for exceeding the poll interval);
 * the job runs with the record as Faust's *current event*, which is what
   Faust's table reads to pick the order's RocksDB partition and changelog
   partition (co-partitioned with the input by construction, see
@@ -27,10 +32,12 @@ in the fetch loop's task, one at a time:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any
 
@@ -38,40 +45,64 @@ from faust.streams import _current_event
 
 from connector.audit import SourceRef
 
-__all__ = ["Handler", "Intake"]
+__all__ = ["Handler", "Intake", "Route"]
 
 logger = logging.getLogger(__name__)
 
 # handle(message, source, ack): admits the record's job; ``ack`` is called in offset order.
 Handler = Callable[[Any, SourceRef, Callable[[], None]], Awaitable[None]]
 
+YIELD_EVERY = 100  # records handed on between two turns of the event loop
+RESUME_CHECK_S = 0.05  # how often a held partition looks for room
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one topic's records go."""
+
+    handle: Handler
+    # Whether the topic's dispatcher takes a record of this many bytes without waiting.
+    has_room: Callable[[int], bool]
+
 
 class Intake:
-    """Hands fetched records of ``handlers``' topics to their handler (see the module doc)."""
+    """Hands fetched records of ``routes``' topics to their handler (see the module doc)."""
 
-    def __init__(self, consumer: Any, guard: Any, handlers: Mapping[str, Handler]) -> None:
+    def __init__(self, consumer: Any, guard: Any, routes: Mapping[str, Route]) -> None:
         self._consumer = consumer
         self._app = consumer.app
         self._guard = guard
-        self._handlers = dict(handlers)
+        self._routes = dict(routes)
         # Faust's stall diagnostics read when a partition's stream last took a record.
         self._inbound = consumer.app.monitor.stream_inbound_time
+        self._held: dict[Any, int] = {}  # partitions paused for room -> their generation
+        self._resumer: asyncio.Task[None] | None = None
 
     @property
     def topics(self) -> set[str]:
-        return set(self._handlers)
+        return set(self._routes)
 
     async def hand_off(self, batches: Mapping[Any, list[Any]], generation: int) -> None:
         """Hand on one fetch's records of these topics, read in ``generation``."""
-        consumer, app = self._consumer, self._app
+        consumer, app, routes = self._consumer, self._app, self._routes
         rows = zip_longest(*([(tp, record) for record in batch] for tp, batch in batches.items()))
+        stopped: set[Any] = set()
+        handed = 0
         for row in rows:
             for item in row:
-                if item is None:
+                if item is None or item[0] in stopped:
                     continue
                 if not consumer.flow_active or app.consumer_generation_id != generation:
                     return  # a rebalance: the next owner reads the rest again
-                await self.hand(item[0], item[1], generation)
+                tp, record = item
+                if not routes[tp.topic].has_room(_size(record)):
+                    stopped.add(tp)
+                    await self._hold(tp, record.offset, generation)
+                    continue
+                await self.hand(tp, record, generation)
+                handed += 1
+                if handed % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # HTTP answers, timers and revokes go on meanwhile
 
     async def hand(self, tp: Any, record: Any, generation: int) -> None:
         """One record: sequenced, then handed to its topic's handler."""
@@ -88,14 +119,40 @@ class Intake:
         # keeps a weak reference).
         token = _current_event.set(weakref.ref(event))
         try:
-            await self._handlers[tp.topic](message, source, _Ack(self._consumer, tp, event))
+            await self._routes[tp.topic].handle(message, source, _Ack(self._consumer, tp, event))
         except Exception:
             # The processor never raises here; if it did, the record would be admitted
             # without a job, and later acknowledgements would commit past it: read it again.
             logger.exception("admitting %s failed; reading it again", source)
             await guard.unadmit(message)
+        except BaseException:
+            guard.sequencer.back_to(message.topic, message.partition, message.offset)
+            raise
         finally:
             _current_event.reset(token)
+
+    async def _hold(self, tp: Any, offset: int, generation: int) -> None:
+        """Pause ``tp`` until its dispatcher has room; it is read again from ``offset``."""
+        self._held[tp] = generation
+        self._consumer.on_buffer_full(tp)
+        await self._guard.reread(tp, offset)
+        if self._resumer is None or self._resumer.done():
+            self._resumer = asyncio.get_running_loop().create_task(self._resume_with_room())
+
+    async def _resume_with_room(self) -> None:
+        consumer, app = self._consumer, self._app
+        while self._held:
+            await asyncio.sleep(RESUME_CHECK_S)
+            for tp, generation in list(self._held.items()):
+                if app.consumer_generation_id != generation:
+                    del self._held[tp]  # reassigned since: Faust fetches it again anyway
+                elif self._routes[tp.topic].has_room(0):
+                    del self._held[tp]
+                    consumer.on_buffer_drop(tp)
+
+
+def _size(record: Any) -> int:
+    return len(record.key or b"") + len(record.value or b"")
 
 
 class _Ack:

@@ -341,6 +341,14 @@ class OffsetGuard:
             await self._rewind(message.tp, target, message.offset)
         return False
 
+    async def reread(self, tp: Any, offset: int) -> None:
+        """``tp``'s records from ``offset`` on were not admitted: fetch them again."""
+        self.sequencer.seeking(tp.topic, tp.partition, offset)
+        try:
+            await self._consumer.seek_wait({tp: offset})
+        except Exception as exc:  # revoked meanwhile: the next owner reads them
+            logger.warning("%s[%s]: seek to %s failed: %r", tp.topic, tp.partition, offset, exc)
+
     async def unadmit(self, message: Any) -> None:
         """``message`` was admitted but its job was never created: read it again.
 

@@ -225,7 +225,7 @@ async def send_http(
             url,
             params=params,
             content=orjson.dumps(body),
-            headers={**http.headers, **headers},
+            headers=_merged(http.headers, headers),
             extensions={"timeout": http.timeout.as_dict()},
         )
         return await _send(http, request)
@@ -245,6 +245,13 @@ async def send_http(
             f"request cannot be sent: {type(exc).__name__}",
             may_have_arrived=not _building_error(exc),
         ) from exc
+
+
+def _merged(defaults: httpx.Headers, headers: Mapping[str, str]) -> httpx.Headers:
+    """The client's default headers, overridden by the request's (names case-insensitive)."""
+    merged = httpx.Headers(defaults)
+    merged.update(headers)
+    return merged
 
 
 async def _send(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:

@@ -176,3 +176,20 @@ async def test_backpressure_bounds_admitted_bytes() -> None:
     # A record larger than the whole budget still goes through, alone.
     await dispatcher.submit(0, 2, "c", wait, lambda: None, size=5000)
     await dispatcher.join()
+
+
+async def test_has_room_says_whether_submit_would_wait() -> None:
+    dispatcher = OrderedDispatcher(max_pending=2, max_pending_bytes=1000)
+    release = asyncio.Event()
+
+    async def wait() -> None:
+        await release.wait()
+
+    assert dispatcher.has_room(5000)  # nothing admitted: even an oversized record goes in
+    await dispatcher.submit(0, 0, "a", wait, lambda: None, size=600)
+    assert dispatcher.has_room(400) and not dispatcher.has_room(401)
+    await dispatcher.submit(0, 1, "b", wait, lambda: None, size=100)
+    assert not dispatcher.has_room(0)  # both slots taken
+    release.set()
+    await dispatcher.join()
+    assert dispatcher.has_room(1000)
