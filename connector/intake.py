@@ -42,6 +42,7 @@ from itertools import zip_longest
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
 
 from connector.audit import SourceRef
 
@@ -131,8 +132,11 @@ class Intake:
         finally:
             _current_event.reset(token)
 
-    async def _hold(self, tp: Any, offset: int, generation: int) -> None:
+    async def _hold(self, fetched_tp: Any, offset: int, generation: int) -> None:
         """Pause ``tp`` until its dispatcher has room; it is read again from ``offset``."""
+        # Faust's own partition type: its active-partition set accepts nothing else
+        # (the fetched batches are keyed by aiokafka's).
+        tp = TP(fetched_tp.topic, fetched_tp.partition)
         self._held[tp] = generation
         self._consumer.on_buffer_full(tp)
         await self._guard.reread(tp, offset)
