@@ -83,6 +83,11 @@ class Intake:
     def topics(self) -> set[str]:
         return set(self._routes)
 
+    @property
+    def held(self) -> set[Any]:
+        """Partitions paused until their dispatcher has room."""
+        return set(self._held)
+
     async def hand_off(self, batches: Mapping[Any, list[Any]], generation: int) -> None:
         """Hand on one fetch's records of these topics, read in ``generation``."""
         consumer, app, routes = self._consumer, self._app, self._routes

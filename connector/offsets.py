@@ -31,6 +31,14 @@ connector met, all fixed here for the topics the connector acknowledges itself
 
 And after a rebalance a partition without a committed offset is read again
 from its beginning (:func:`_patch_seek`).
+
+**The last records of a partition.** A hole is revealed by the record after
+it. When the records lost on their way are the partition's last (a fetch that
+spanned a rebalance and was dropped, with nothing published since), no later
+record comes: the records wait, uncommitted, until the next rebalance. The
+guard therefore watches each partition's end: records exist past the first
+offset not admitted, and none was admitted for a while, on a partition that is
+fetched -- then it reads again from there (:meth:`Sequencer.idle_since`).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from faust.types import TP
 if TYPE_CHECKING:
     from connector.intake import Intake
 
-__all__ = ["OffsetGuard", "ReadOffsets", "Sequencer", "Verdict"]
+__all__ = ["IdleWatch", "OffsetGuard", "ReadOffsets", "Sequencer", "Verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +184,20 @@ class Sequencer:
         if track is not None and track.expected is not None and offset < track.expected:
             track.expected = offset
 
+    def expected(self, topic: str, partition: int, generation: int) -> int | None:
+        """The first offset of ``partition`` not admitted yet in ``generation``."""
+        track = self._tracks.get((topic, partition))
+        if track is not None and track.generation == generation:
+            return track.expected
+        if track is not None and track.generation > generation:
+            return None
+        return self._start(topic, partition)
+
+    def fetched_from(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether a fetch returned ``offset`` or later since the last seek there."""
+        last = self._last_fetched.get((topic, partition))
+        return last is not None and last >= offset
+
     def stale_rewinds(self) -> list[tuple[str, int, int]]:
         """(topic, partition, offset) of rewinds whose re-read has not come in time."""
         now = self._clock()
@@ -186,6 +208,56 @@ class Sequencer:
             and track.expected is not None
             and now - track.since >= self._retry_after
         ]
+
+
+@dataclass(slots=True)
+class _Idle:
+    state: tuple[int, int, int]  # (generation, first offset not admitted, end offset)
+    since: float
+    retried: bool = False
+
+
+class IdleWatch:
+    """Partitions with records past their first offset not admitted, and no progress.
+
+    ``check`` is called every few seconds per fetched partition. It says to read
+    again once the same (generation, expected offset, end offset) has lasted
+    ``after_s``: once; again only if a fetch since returned records from the
+    expected offset on that still were not admitted. (The end offset can sit past
+    the last record legitimately -- a transaction marker, an open transaction --
+    and then the read again returns nothing: no second try.)
+    """
+
+    def __init__(self, after_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._after = after_s
+        self._clock = clock
+        self._idle: dict[tuple[str, int], _Idle] = {}
+
+    def check(
+        self,
+        key: tuple[str, int],
+        generation: int,
+        expected: int | None,
+        end: int | None,
+        fetched_past: bool,
+    ) -> bool:
+        """Whether to read ``key`` again from ``expected`` now."""
+        if expected is None or end is None or end <= expected:
+            self._idle.pop(key, None)
+            return False
+        now = self._clock()
+        state = (generation, expected, end)
+        idle = self._idle.get(key)
+        if idle is None or idle.state != state:
+            self._idle[key] = _Idle(state, now)
+            return False
+        if now - idle.since < self._after or (idle.retried and not fetched_past):
+            return False
+        idle.since, idle.retried = now, True
+        return True
+
+    def forget(self, key: tuple[str, int]) -> None:
+        self._idle.pop(key, None)
 
 
 class ReadOffsets(dict[Any, int | None]):
@@ -259,6 +331,7 @@ class OffsetGuard:
         topics = set(self._positions)
         self._starts: dict[tuple[str, int], int | None] = {}
         self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
+        self.idle = IdleWatch()
         self._intake: Intake | None = None
         _patch_seek(consumer, topics, self._starts, self.sequencer)
         self._patch_commit()
@@ -375,14 +448,48 @@ class OffsetGuard:
     async def retry_stale_rewinds(self) -> None:
         """Seek again where a rewind's re-read never came (run it every few seconds)."""
         stale = self.sequencer.stale_rewinds()
-        if not stale:
-            return
-        assigned = self._consumer.assignment()
-        for topic, partition, offset in stale:
-            tp = TP(topic, partition)
-            if tp in assigned:
-                logger.warning("%s[%s]: no re-read after a rewind; seeking again", topic, partition)
-                await self._rewind(tp, offset, offset)
+        if stale:
+            assigned = self._consumer.assignment()
+            for topic, partition, offset in stale:
+                tp = TP(topic, partition)
+                if tp in assigned:
+                    logger.warning(
+                        "%s[%s]: no re-read after a rewind; seeking again", topic, partition
+                    )
+                    await self._rewind(tp, offset, offset)
+        await self._read_idle_again()
+
+    async def _read_idle_again(self) -> None:
+        """Read again where records exist past the first offset not admitted, with no progress."""
+        consumer = self._consumer
+        app = consumer.app
+        if not consumer.flow_active or app.rebalancing:
+            return  # a rebalance reads every partition again from its committed offset
+        generation = app.consumer_generation_id
+        fetching = consumer._active_partitions
+        held = self._intake.held if self._intake is not None else set()
+        sequencer, idle = self.sequencer, self.idle
+        for tp in consumer.assignment():
+            if tp.topic not in self._positions:
+                continue
+            key = (tp.topic, tp.partition)
+            if (fetching is not None and tp not in fetching) or tp in held:
+                idle.forget(key)  # paused: not fetched, so not behind
+                continue
+            expected = sequencer.expected(tp.topic, tp.partition, generation)
+            end = consumer.highwater(tp)
+            fetched = expected is not None and sequencer.fetched_from(*key, expected)
+            if idle.check(key, generation, expected, end, fetched) and expected is not None:
+                logger.warning(
+                    "%s[%s]: records up to %s exist but none from %s on was handed on; "
+                    "reading again from %s",
+                    tp.topic,
+                    tp.partition,
+                    end,
+                    expected,
+                    expected,
+                )
+                await self.reread(tp, expected)
 
     async def commit_done(self) -> None:
         """Commit what is done now, e.g. on revoke, before Faust forgets the partitions.

@@ -6,7 +6,7 @@ from typing import Any
 
 from faust.types import TP
 
-from connector.offsets import ReadOffsets, Sequencer, Verdict
+from connector.offsets import IdleWatch, ReadOffsets, Sequencer, Verdict
 
 ADMIT, DROP, REWIND = Verdict.ADMIT, Verdict.DROP, Verdict.REWIND
 
@@ -139,3 +139,53 @@ def test_a_gap_right_at_a_seek_target_is_the_broker_s() -> None:
     seq.seeking("t", 0, 200)
     seq.fetched("t", 0, [201, 202])
     assert feed(seq, [201, 202]) == [ADMIT, ADMIT]
+
+
+def test_the_expected_offset_is_the_generation_s_start_until_its_first_record() -> None:
+    seq = make(start=5)
+    assert seq.expected("t", 0, 1) == 5
+    feed(seq, [5, 6])
+    assert seq.expected("t", 0, 1) == 7
+    assert seq.expected("t", 0, 2) == 5  # a newer generation starts again
+    feed(seq, [5], generation=2)
+    assert seq.expected("t", 0, 1) is None  # an older one is fenced
+
+
+def test_fetched_from_says_whether_records_came_since_the_seek() -> None:
+    seq = make()
+    seq.seeking("t", 0, 7)
+    assert not seq.fetched_from("t", 0, 7)
+    seq.fetched("t", 0, [7, 8])
+    assert seq.fetched_from("t", 0, 7)
+
+
+def test_idle_partitions_are_read_again_once_their_end_stays_out_of_reach() -> None:
+    clock = [0.0]
+    watch = IdleWatch(after_s=10.0, clock=lambda: clock[0])
+    key = ("t", 0)
+    # The last record (offset 7) was fetched and lost on its way: the end is 8.
+    assert not watch.check(key, 1, 7, 8, fetched_past=True)
+    clock[0] = 9.0
+    assert not watch.check(key, 1, 7, 8, fetched_past=True)
+    clock[0] = 10.0
+    assert watch.check(key, 1, 7, 8, fetched_past=True)
+    # The re-read brought nothing (the end is a transaction marker): no second try.
+    clock[0] = 30.0
+    assert not watch.check(key, 1, 7, 8, fetched_past=False)
+    # The re-read was fetched and lost again: another try.
+    assert watch.check(key, 1, 7, 8, fetched_past=True)
+
+
+def test_progress_or_a_caught_up_partition_resets_the_idle_clock() -> None:
+    clock = [0.0]
+    watch = IdleWatch(after_s=10.0, clock=lambda: clock[0])
+    key = ("t", 0)
+    assert not watch.check(key, 1, 7, 9, fetched_past=True)
+    clock[0] = 8.0
+    assert not watch.check(key, 1, 8, 9, fetched_past=True)  # admitted one since
+    clock[0] = 16.0
+    assert not watch.check(key, 1, 8, 9, fetched_past=True)
+    assert not watch.check(key, 1, 9, 9, fetched_past=True)  # caught up
+    clock[0] = 40.0
+    assert not watch.check(key, 1, 9, 12, fetched_past=True)  # new records: a fresh clock
+    assert not watch.check(key, 1, None, 12, fetched_past=True)  # start unknown

@@ -90,6 +90,32 @@ async def test_a_record_lost_before_the_sequencer_is_read_again_and_never_commit
     assert await committed_offsets(deployment, len(flat)) == len(flat)
 
 
+async def test_the_last_record_of_a_partition_lost_on_its_way_is_read_again(
+    deployment: Deployment, sandboxes: Sandboxes
+) -> None:
+    """No later record reveals the hole: the idle partition's end does.
+
+    The worker drops the first delivery of offset 7, the last of the only
+    order's partition. Before the idle watch it stayed unhandled (and
+    uncommitted) until the next rebalance: seen once in the crash matrix, a
+    replayed event at the end of its partition without any outcome.
+    """
+    t = target("kombo", "k-skip-last")
+    events = [make_event("opened", t)]
+    events += [make_event("progress", t, status_text=f"step {i}") for i in range(6)]
+    events.append(make_event("completed", t))
+    worker = deployment.worker(argv=[sys.executable, str(SKIPPING_WORKER)], SKIP_OFFSETS="7")
+    await deployment.publish(events)
+    audit = await deployment.audit_until_terminal([e["event_id"] for e in events], timeout=60)
+
+    assert terminal_by_event(audit) == {e["event_id"]: ["delivered"] for e in events}
+    assert [e["body"]["status"] for e in sandboxes.kombo.recorded()] == ["OPEN"] * 7 + ["COMPLETED"]
+    log = worker.log_path.read_text()
+    assert "skipping-worker: dropped" in log
+    assert "none from 7 on was handed on" in log
+    assert await committed_offsets(deployment, len(events)) == len(events)
+
+
 async def test_transactional_producers_aborted_events_never_reach_a_vendor(
     deployment: Deployment, sandboxes: Sandboxes
 ) -> None:
