@@ -65,6 +65,8 @@ __all__ = ["ConnectorApp", "create_app"]
 
 logger = logging.getLogger(__name__)
 
+OVERDUE_AFTER_S = 60.0  # a record handled longer than this is named in the log
+
 
 def _broker_url(settings: Settings) -> str:
     servers = [s.strip() for s in settings.kafka.bootstrap_servers.split(",") if s.strip()]
@@ -280,6 +282,7 @@ class ConnectorApp:
     dispatcher: OrderedDispatcher | None = None
     offsets: OffsetGuard | None = None
     store: _TableStore | None = None
+    _reported: set[tuple[str, Any, int]] = field(default_factory=set)  # report_overdue's
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -373,6 +376,48 @@ class ConnectorApp:
         # The table is recovered from the changelog for the next assignment.
         if self.store is not None:
             self.store.forget()
+
+    def report_overdue(self) -> None:
+        """Log partitions whose oldest unacknowledged record has waited too long, once each.
+
+        Long waits are legitimate (retries up to their deadline, a rate limit, the
+        ``stop`` outage policy), but they hold the partition's committed offset; a
+        job that ended without an outcome holds it until the partition is read again.
+        Either way the log names the record.
+        """
+        if self.processor is None:
+            return
+        for name, dispatcher in (
+            ("events", self.dispatcher),
+            ("parking", self.processor.parking_dispatcher),
+        ):
+            if dispatcher is None:
+                continue
+            for late in dispatcher.overdue(OVERDUE_AFTER_S):
+                spot = (name, late.partition, late.offset)
+                if spot in self._reported:
+                    continue
+                self._reported.add(spot)
+                if late.ended:
+                    logger.error(
+                        "%s[%s]: offset %s ended without an outcome %.0f s ago; nothing past "
+                        "it is committed until the partition is read again",
+                        name,
+                        late.partition,
+                        late.offset,
+                        late.age_s,
+                    )
+                else:
+                    logger.warning(
+                        "%s[%s]: offset %s is still being handled after %.0f s; nothing past "
+                        "it is committed meanwhile",
+                        name,
+                        late.partition,
+                        late.offset,
+                        late.age_s,
+                    )
+        if len(self._reported) > 10_000:
+            self._reported.clear()
 
     async def close(self) -> None:
         # Shutdown is a revoke of everything: jobs not on the wire end now,
@@ -478,6 +523,7 @@ def create_app(settings: Settings) -> ConnectorApp:
         # A partition read again over a hole whose re-read never came (connector.offsets).
         if connector.offsets is not None:
             await connector.offsets.retry_stale_rewinds()
+        connector.report_overdue()
 
     @app.task
     async def follow_operator_control() -> None:

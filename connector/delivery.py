@@ -49,6 +49,7 @@ __all__ = [
     "DeliveryOutcome",
     "Lease",
     "OrderedDispatcher",
+    "Overdue",
     "RetryPolicy",
     "deliver",
 ]
@@ -188,6 +189,20 @@ class _Entry:
     ack: Callable[[], None]
     size: int = 0
     done: bool = False
+    since: float = 0.0  # admitted at (monotonic)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """A partition's oldest unacknowledged record, admitted long ago."""
+
+    partition: Hashable
+    offset: int
+    age_s: float
+    # Its job ended without being done (it raised or was cancelled): nothing past it is
+    # acknowledged until the partition is read again (a rebalance or a restart).
+    ended: bool
 
 
 class _Fence:
@@ -336,6 +351,19 @@ class OrderedDispatcher:
         lease = self._latest.get(partition)
         return None if lease is None else lease.done
 
+    def overdue(self, older_than_s: float) -> list[Overdue]:
+        """Partitions whose oldest unacknowledged record was admitted ``older_than_s`` ago."""
+        now = time.monotonic()
+        late = []
+        for partition, lease in self._leases.items():
+            if lease.revoked or not lease._entries:
+                continue
+            head = lease._entries[0]
+            if now - head.since >= older_than_s:
+                ended = head.task is not None and head.task.done() and not head.done
+                late.append(Overdue(partition, head.offset, now - head.since, ended))
+        return late
+
     def fence_generation(self, generation: int) -> None:
         """Fence every lease of ``generation`` and older. Safe from another thread."""
         if generation > self._fence.generation:
@@ -376,10 +404,10 @@ class OrderedDispatcher:
         if lease.revoked:
             self._release(size)
             return False
-        entry = _Entry(offset, ack, size)
+        entry = _Entry(offset, ack, size, since=time.monotonic())
         lease._entries.append(entry)
         previous = lease._tails.get(key) if key is not None else None
-        task = asyncio.create_task(self._run(lease, key, previous, job, entry))
+        task = entry.task = asyncio.create_task(self._run(lease, key, previous, job, entry))
         self._tasks.add(task)
         lease._tasks.add(task)
         if key is not None:

@@ -57,6 +57,28 @@ async def test_finished_job_waits_for_slow_predecessor_before_ack() -> None:
     assert acked == [10, 11]
 
 
+async def test_overdue_names_the_oldest_unacknowledged_record_and_a_job_that_ended() -> None:
+    dispatcher = OrderedDispatcher(max_pending=8)
+    release = asyncio.Event()
+
+    async def slow() -> None:
+        await release.wait()
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    await dispatcher.submit(0, 10, "a", slow, lambda: None)
+    await dispatcher.submit(1, 20, "b", broken, lambda: None)
+    await dispatcher.submit(1, 21, "c", slow, lambda: None)
+    await asyncio.sleep(0.01)
+    assert dispatcher.overdue(60.0) == []
+    late = {o.partition: (o.offset, o.ended) for o in dispatcher.overdue(0.0)}
+    assert late == {0: (10, False), 1: (20, True)}  # 20 raised: nothing acks past it
+    release.set()
+    await asyncio.sleep(0.01)
+    assert [(o.partition, o.offset) for o in dispatcher.overdue(0.0)] == [(1, 20)]
+
+
 async def test_slow_key_does_not_block_other_keys() -> None:
     dispatcher = OrderedDispatcher(max_pending=16)
     release = asyncio.Event()
