@@ -548,6 +548,10 @@ async def test_crash_matrix(deployment: Deployment, sandboxes: Sandboxes, tmp_pa
         print(f"[crash_matrix] never ended: {gap}")
     workers = [w for w in deployment.workers]
     logs = "\n".join(f"--- {w.worker_id}\n{log_excerpt(w.log_path, n=8)}" for w in workers[-4:])
+    if missing:
+        # Every worker's lines about the records without an outcome (their event ids, or
+        # warnings naming their partition), so one failing run says what happened.
+        logs += "\n" + _lines_about(missing, workers)
     assert len(kills) >= 20
     assert not view.regressions, f"regressions at the sandbox: {view.regressions[:10]}\n{logs}"
     assert not missing, (
@@ -558,6 +562,23 @@ async def test_crash_matrix(deployment: Deployment, sandboxes: Sandboxes, tmp_pa
     assert not wrong_final, f"orders without their final status: {list(wrong_final.items())[:10]}"
     assert_invariants(report, workers)
     assert done
+
+
+def _lines_about(missing: list[Any], workers: list[WorkerProcess], n: int = 40) -> str:
+    needles = set()
+    for sent in missing[:5]:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            needles.add(json.loads(sent.value)["event_id"])
+        needles.add(sent.event_id)
+        if sent.source is not None:
+            needles.add(f"[{sent.source[0]}]: ")  # the offsets guard's and dispatcher's lines
+    out = []
+    for w in workers:
+        with contextlib.suppress(OSError):
+            for line in w.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+                if any(needle in line for needle in needles):
+                    out.append(f"{w.worker_id}: {line[:400]}")
+    return "--- lines about the records without an outcome\n" + "\n".join(out[-n:])
 
 
 def missing_ranges(
