@@ -465,10 +465,6 @@ def create_app(settings: Settings) -> ConnectorApp:
         producer_linger=settings.kafka.producer_linger_ms / 1000.0,
         producer_max_request_size=settings.kafka.max_message_bytes * 3,
         consumer_max_fetch_size=settings.kafka.max_message_bytes * 3,
-        # At most this many records per fetch handed to the intake: a partition that
-        # pauses for room drops (and reads again) at most one such batch, and a backlog
-        # is not held in memory a whole fetch at a time.
-        broker_max_poll_records=500,
         stream_wait_empty=False,  # replaced by fencing, see _FencedApp
         key_serializer="raw",
         value_serializer="raw",
