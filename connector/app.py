@@ -465,6 +465,10 @@ def create_app(settings: Settings) -> ConnectorApp:
         producer_linger=settings.kafka.producer_linger_ms / 1000.0,
         producer_max_request_size=settings.kafka.max_message_bytes * 3,
         consumer_max_fetch_size=settings.kafka.max_message_bytes * 3,
+        # At most this many records per fetch reach the intake: a partition held for room
+        # keeps at most one such batch in memory (state run, 200k orders backlogged: 207
+        # MB peak RSS against 291 MB with aiokafka's whole buffered fetch, BENCHMARKS.md).
+        broker_max_poll_records=500,
         stream_wait_empty=False,  # replaced by fencing, see _FencedApp
         key_serializer="raw",
         value_serializer="raw",
