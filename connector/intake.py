@@ -110,8 +110,10 @@ class Intake:
                 tp, record = item
                 kept = held.get(tp)
                 if kept is not None:
-                    await self._keep(kept, tp, record)  # behind records waiting for room
-                    continue
+                    if kept.generation == generation:
+                        await self._keep(kept, tp, record)  # behind records waiting for room
+                        continue
+                    del held[tp]  # held in an older generation: read again since
                 if not routes[tp.topic].has_room(_size(record)):
                     await self._hold(tp, record, generation)
                     continue
@@ -159,12 +161,15 @@ class Intake:
             self._resumer = asyncio.get_running_loop().create_task(self._resume_with_room())
 
     async def _keep(self, kept: _Kept, tp: Any, record: Any) -> None:
+        if kept.overflowed:
+            return  # read again from where the overflow started, once released
         if len(kept.records) < MAX_KEPT:
             kept.records.append(record)
             return
         # Faust did not stop fetching the partition (it never pauses one during table
-        # recovery): rather than hold a backlog in memory, read it again later.
-        first = kept.records[0].offset if kept.records else record.offset
+        # recovery): rather than hold a backlog in memory, read it again once released.
+        kept.overflowed = True
+        first = kept.records[0].offset
         kept.records.clear()
         await self._guard.reread(TP(tp.topic, tp.partition), first)
 
@@ -172,30 +177,41 @@ class Intake:
         """Hand on what held partitions kept, in order, as room comes; then fetch them again.
 
         Partitions take turns, one record each, as the fetch loop does: one held
-        partition's backlog does not take all the room.
+        partition's backlog does not take all the room. An error in one pass is
+        logged and the next pass goes on: a dead resumer would leave its partitions
+        paused.
         """
-        consumer, app, held = self._consumer, self._app, self._held
-        while held:
+        while self._held:
             await asyncio.sleep(RESUME_CHECK_S)
-            for tp, kept in list(held.items()):
+            try:
+                await self._resume_pass()
+            except Exception:
+                logger.exception("handing on held records failed; trying again")
+
+    async def _resume_pass(self) -> None:
+        consumer, app, held = self._consumer, self._app, self._held
+        for tp, kept in list(held.items()):
+            if app.consumer_generation_id != kept.generation:
+                # Reassigned since: read again from the committed offset (Faust fetches the
+                # partition again after any assignment).
+                del held[tp]
+        turns = [(tp, kept, self._routes[tp.topic]) for tp, kept in held.items()]
+        moved = True
+        while moved and consumer.flow_active:
+            moved = False
+            for tp, kept, route in turns:
+                records = kept.records
                 if app.consumer_generation_id != kept.generation:
-                    # Reassigned since: read again from the committed offset (Faust fetches
-                    # the partition again after any assignment).
-                    del held[tp]
-            turns = [(tp, kept, self._routes[tp.topic]) for tp, kept in held.items()]
-            moved = True
-            while moved and consumer.flow_active:
-                moved = False
-                for tp, kept, route in turns:
-                    records = kept.records
-                    if app.consumer_generation_id != kept.generation:
-                        break
-                    if records and route.has_room(_size(records[0])):
-                        await self.hand(tp, records.popleft(), kept.generation)
-                        moved = True
-            for tp, kept, _ in turns:
-                if not kept.records and held.get(tp) is kept:
-                    del held[tp]
+                    break
+                if records and route.has_room(_size(records[0])):
+                    await self.hand(tp, records.popleft(), kept.generation)
+                    moved = True
+        for tp, kept, _ in turns:
+            if not kept.records and held.get(tp) is kept:
+                del held[tp]
+                # Only while the generation it was held in lasts: after a rebalance Faust
+                # manages the partition's pause itself (paused for the table's recovery).
+                if app.consumer_generation_id == kept.generation and not app.rebalancing:
                     consumer.on_buffer_drop(tp)
 
 
@@ -205,6 +221,7 @@ class _Kept:
 
     generation: int
     records: deque[Any] = field(default_factory=deque)
+    overflowed: bool = False  # records past MAX_KEPT are read again after the release
 
 
 def _size(record: Any) -> int:
