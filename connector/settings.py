@@ -284,9 +284,11 @@ class StateSettings(BaseModel):
     event_ids_per_order: int = Field(default=64, gt=0)
     # RocksDB memory per partition database. Faust's defaults (64 MiB write buffers x 3,
     # 2 GiB block cache) grow a worker's RSS with every order it sees; the table's
-    # values are a few hundred bytes, so small buffers cost little.
+    # values are a few hundred bytes, so small buffers cost little. Reads mostly hit the
+    # connector's own cache of decoded states; a 4 MiB block cache per partition kept a
+    # worker at 245 MB with 1M orders, against 254 MB with 8 MiB (BENCHMARKS.md).
     rocksdb_write_buffer_mb: int = Field(default=4, gt=0)
-    rocksdb_block_cache_mb: int = Field(default=8, gt=0)
+    rocksdb_block_cache_mb: int = Field(default=4, gt=0)
 
 
 class Settings(BaseSettings):
