@@ -59,6 +59,7 @@ class WorkerProcess:
         }
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._terminated = False  # SIGTERM sent to the current process
 
     @property
     def pid(self) -> int | None:
@@ -70,6 +71,7 @@ class WorkerProcess:
 
     def start(self, *, wait_ready: float | None = 60.0) -> None:
         self._log = self.log_path.open("ab")
+        self._terminated = False
         self._proc = subprocess.Popen(
             self._argv,
             env=child_environment(self._env),
@@ -94,12 +96,19 @@ class WorkerProcess:
             time.sleep(0.25)
         raise TimeoutError(f"worker {self.worker_id} not ready in {timeout}s; log: {self.log_path}")
 
+    def terminate(self) -> None:
+        """Ask for a graceful stop (SIGTERM, once) without waiting: :meth:`stop` waits."""
+        if self._proc is not None and self._proc.poll() is None and not self._terminated:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop (SIGTERM: in-flight work drains), then SIGKILL."""
         if self._proc is None:
             return
         if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGTERM)
+            self.terminate()
             try:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -63,6 +63,8 @@ class Deployment:
         return worker
 
     def stop_all(self) -> None:
+        for worker in self.workers:  # all drain at once
+            worker.terminate()
         for worker in self.workers:
             worker.stop()
 
