@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 from yarl import URL
 
 from connector.settings import DeliverySettings
@@ -40,21 +41,71 @@ class _VerbatimUrls:
 
 
 class _Transport(AiohttpTransport):
-    """``AiohttpTransport`` whose session is :class:`_VerbatimUrls`.
+    """``AiohttpTransport`` whose session is :class:`_VerbatimUrls`, answers read whole.
 
-    The transport creates its session on first use through :meth:`get_client` and
-    calls only ``request`` on it.
+    The transport creates its session on first use through :meth:`get_client`.
+    Vendor answers are small JSON documents that the clients read whole anyway, so the
+    body is read here, in one step, instead of through httpx's async byte stream over
+    aiohttp's chunk iterator; and one ``ClientTimeout`` serves every call with the same
+    timeouts. (Both showed in the worker's profile, BENCHMARKS.md.)
     """
 
     def __init__(self, limits: httpx.Limits, session: Any) -> None:
         super().__init__(limits=limits)
         self._new_session = session
         self._verbatim: _VerbatimUrls | None = None
+        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
 
     def get_client(self) -> Any:
         if self._verbatim is None:
             self._verbatim = _VerbatimUrls(self._new_session())
         return self._verbatim
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout", {})
+        key = (given.get("connect"), given.get("read"), given.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # As httpx-aiohttp maps them; at most a few distinct triples per worker.
+            timeout = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self.get_client()
+        try:
+            data: bytes | httpx.AsyncByteStream | None = request.content or None
+        except httpx.RequestNotRead:  # a streamed body (never built by the connector)
+            return await super().handle_async_request(request)
+        # httpx-aiohttp's own mapping of aiohttp's errors to httpx's, reading included.
+        with map_aiohttp_exceptions():
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=data,
+                allow_redirects=False,
+                auto_decompress=False,  # httpx decodes, as with the stream
+                compress=False,
+                timeout=self._timeout(request),
+                server_hostname=request.extensions.get("sni_hostname"),
+            )
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            # A stream, not content=: httpx then adds no Content-Length of its own, and
+            # AsyncClient.send (``connector check``) still times the response.
+            stream=httpx.ByteStream(body),
+            request=request,
+            extensions=extensions,
+        )
 
     async def aclose(self) -> None:
         if self._verbatim is not None:
