@@ -230,7 +230,7 @@ async def test_a_fetch_answered_while_a_rebalance_seeks_is_not_taken_for_a_broke
     assert seq.accept("events", 3, 182, 17) == (REWIND, 175)
 
 
-async def test_a_rebalance_s_seek_with_no_fetch_meanwhile_still_knows_where_reading_starts() -> None:
+async def test_a_rebalance_s_seek_with_no_fetch_meanwhile_knows_where_reading_starts() -> None:
     starts: dict[tuple[str, int], int | None] = {}
     seq = Sequencer(lambda topic, partition: starts.get((topic, partition)))
     tp = TP("events", 3)
