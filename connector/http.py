@@ -74,7 +74,7 @@ class _Transport(AiohttpTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self.get_client()
         try:
-            data: bytes | httpx.AsyncByteStream | None = request.content or None
+            data = request.content or None
         except httpx.RequestNotRead:  # a streamed body (never built by the connector)
             return await super().handle_async_request(request)
         # httpx-aiohttp's own mapping of aiohttp's errors to httpx's, reading included.

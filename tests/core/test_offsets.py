@@ -198,7 +198,6 @@ class _SeekingConsumer:
         self._read_offset: dict[Any, Any] = {}
         self._committed_offset = committed
         self._during_seek = during_seek
-        self.seeks: list[tuple[Any, int]] = []
 
     def assignment(self) -> set[Any]:
         return set(self._committed_offset)
@@ -211,7 +210,7 @@ class _SeekingConsumer:
         return {tp: 0 for tp in tps}
 
     async def seek(self, tp: Any, offset: int) -> None:
-        self.seeks.append((tp, offset))
+        pass
 
 
 async def test_a_fetch_answered_while_a_rebalance_seeks_is_not_taken_for_a_broker_gap() -> None:
