@@ -1,6 +1,6 @@
 """Micro-benchmark: the Kombo path through the official SDK against our KomboClient.
 
-Same shared ``httpx.AsyncClient`` (built by :func:`connector.http.build_http_client`,
+Same shared ``httpx.AsyncClient`` (built by :func:`connector.kafka.http.build_http_client`,
 once per transport), same sandbox, same request (a full COMPLETED order result,
 as mapped from the benchmark's completed event), ``concurrency`` requests in
 flight, for ``seconds`` after a warm-up. Requests/s and the client process's CPU
@@ -43,7 +43,7 @@ from pydantic import SecretStr
 from bench.report import markdown_table
 from bench.workload import event_value, make_orders
 from connector.events import parse_record
-from connector.http import build_http_client
+from connector.kafka.http import build_http_client
 from connector.settings import DeliverySettings, KomboSettings
 from connector.vendors import VendorRequest, map_event
 from connector.vendors.kombo import KomboClient

@@ -197,7 +197,7 @@ class _Entry:
 class Overdue:
     """A partition's oldest unacknowledged record, admitted long ago."""
 
-    partition: Hashable
+    partition: int
     offset: int
     age_s: float
     # Its job ended without being done (it raised or was cancelled): nothing past it is
@@ -242,9 +242,7 @@ class Lease:
         "partition",
     )
 
-    def __init__(
-        self, partition: Hashable, generation: int = 0, fence: _Fence | None = None
-    ) -> None:
+    def __init__(self, partition: int, generation: int = 0, fence: _Fence | None = None) -> None:
         self.partition = partition
         self.generation = generation
         self._fence = fence or _Fence()
@@ -302,10 +300,10 @@ class OrderedDispatcher:
         self._max_bytes = max_pending_bytes
         self._bytes = 0
         self._bytes_freed = asyncio.Event()
-        self._leases: dict[Hashable, Lease] = {}
+        self._leases: dict[int, Lease] = {}
         # The newest lease per partition, revoked or not: its acknowledged position
         # may still be committed while the partition is being revoked.
-        self._latest: dict[Hashable, Lease] = {}
+        self._latest: dict[int, Lease] = {}
         self._revoked: list[Lease] = []
         self._fence = _Fence()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -328,7 +326,7 @@ class OrderedDispatcher:
             return False
         return not self._bytes or self._bytes + size <= self._max_bytes
 
-    def lease(self, partition: Hashable, generation: int | None = None) -> Lease:
+    def lease(self, partition: int, generation: int | None = None) -> Lease:
         """The lease for a record of ``partition`` read in consumer ``generation``.
 
         A record of a fenced generation gets a revoked lease: it is dropped,
@@ -346,7 +344,7 @@ class OrderedDispatcher:
             self._latest[partition] = lease
         return lease
 
-    def position(self, partition: Hashable) -> int | None:
+    def position(self, partition: int) -> int | None:
         """One past the last record of ``partition`` acknowledged, in its newest incarnation."""
         lease = self._latest.get(partition)
         return None if lease is None else lease.done
@@ -371,7 +369,7 @@ class OrderedDispatcher:
 
     async def submit(
         self,
-        partition: Hashable,
+        partition: int,
         offset: int,
         key: Hashable | None,
         job: Callable[[], Awaitable[None]],
@@ -460,7 +458,7 @@ class OrderedDispatcher:
             entry.ack()
             lease.done = entry.offset + 1
 
-    def revoke(self, partitions: Iterable[Hashable] | None = None) -> list[Lease]:
+    def revoke(self, partitions: Iterable[int] | None = None) -> list[Lease]:
         """Fence partitions (all when ``None``) at once; synchronous, so call it first.
 
         From here on their jobs cannot send a new request, write or acknowledge;

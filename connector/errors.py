@@ -12,6 +12,7 @@
     RevokedError                   the partition moved away: the job stops, unacknowledged
     SinkError                      Kafka did not take a record: retried, never acknowledged
     ConfigurationError             the deployment is unsafe to run as configured: refuse to start
+    └── IncompatibleLibraryError   a library version or internal the Kafka adapter needs differs
 
 Vendor clients translate httpx and SDK exceptions into this hierarchy at their
 boundary (``raise ... from exc``); nothing above the vendor modules looks at
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectorError",
     "DeliveryError",
+    "IncompatibleLibraryError",
     "InvalidEventError",
     "MappingError",
     "PermanentDeliveryError",
@@ -126,3 +128,8 @@ class ConfigurationError(ConnectorError):
     configuration that would break per-order ordering or the order table. The message
     names what disagrees and how to fix it; the CLI prints it and exits with code 2.
     """
+
+
+class IncompatibleLibraryError(ConfigurationError):
+    """A library the Kafka adapter relies on is another version, or lacks an internal it
+    uses (:mod:`connector.kafka.compat`): the worker refuses to start."""

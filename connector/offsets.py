@@ -1,5 +1,8 @@
 """Offsets: records admitted in order, and no commit past a record not done.
 
+Pure bookkeeping, no Kafka client: :mod:`connector.kafka.guard` applies it to
+the consumer, and :mod:`connector.kafka.commits` commits what it allows.
+
 Kafka's at-least-once promise rests on one rule: the committed offset never
 passes a record that was not fully handled. Faust breaks it in three ways the
 connector met, all fixed here for the topics the connector acknowledges itself
@@ -11,7 +14,7 @@ connector met, all fixed here for the topics the connector acknowledges itself
   partition paused mid-batch). Later records are then handled and acknowledged
   in order, and the commit goes past the dropped one: lost (seen once in the
   crash matrix). These topics' records now bypass that path
-  (:mod:`connector.intake`), and the :class:`Sequencer` still guards the rule:
+  (:mod:`connector.kafka.intake`), and the :class:`Sequencer` still guards the rule:
   it admits each partition's offsets strictly in sequence; on a hole it asks
   for a seek back to the first missing offset and drops what was read before
   the seek. What the broker returns first after the seek is the truth: offsets
@@ -30,7 +33,7 @@ connector met, all fixed here for the topics the connector acknowledges itself
   not kept (the sequencer drops duplicates itself).
 
 And after a rebalance a partition without a committed offset is read again
-from its beginning (:func:`_patch_seek`).
+from its beginning (:meth:`connector.kafka.guard.OffsetGuard.after_seek`).
 
 **The last records of a partition.** A hole is revealed by the record after
 it. When the records lost on their way are the partition's last (a fetch that
@@ -46,16 +49,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from faust.types import TP
-
-if TYPE_CHECKING:
-    from connector.intake import Intake
-
-__all__ = ["IdleWatch", "OffsetGuard", "ReadOffsets", "Sequencer", "Verdict"]
+__all__ = ["IdleWatch", "Sequencer", "Verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,271 +267,3 @@ class IdleWatch:
 
     def forget(self, key: tuple[str, int]) -> None:
         self._idle.pop(key, None)
-
-
-class ReadOffsets(dict[Any, int | None]):
-    """Faust's per-partition read offsets, not kept for the ``managed`` topics.
-
-    Faust drops a fetched record below its partition's read offset; for the
-    managed topics the :class:`Sequencer` does that job, and a read offset set
-    by Faust's fetch loop after a seek would drop the records the seek asked for.
-    """
-
-    def __init__(self, managed: set[str]) -> None:
-        super().__init__()
-        self._managed = managed
-
-    def __missing__(self, tp: Any) -> None:
-        return None
-
-    def __setitem__(self, tp: Any, offset: int | None) -> None:
-        if tp.topic not in self._managed:
-            super().__setitem__(tp, offset)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for tp, offset in dict(*args, **kwargs).items():
-            self[tp] = offset
-
-
-def _patch_seek(
-    consumer: Any, topics: set[str], starts: dict[Any, int | None], sequencer: Sequencer
-) -> None:
-    """After a rebalance, read every partition again from its first unacknowledged record.
-
-    Faust's seek after an assignment (``perform_seek``) rewinds only partitions
-    that have a committed offset. A partition with none -- a new topic, or the
-    parking topic before its first commit -- kept its fetch position across the
-    rebalance, so the records a revoked incarnation had read but never
-    acknowledged were skipped for good (seen: 22 early events of a fresh
-    partition, and 130-300 parked events in one run). Such partitions start
-    again from their beginning, as ``auto_offset_reset=earliest`` says.
-    ``starts`` records where each partition's reading starts, for the sequencer.
-    """
-    seek = consumer.perform_seek
-
-    async def perform_seek() -> None:
-        consumer._read_offset.clear()
-        fetches = {
-            (tp.topic, tp.partition): sequencer.fetch_count(tp.topic, tp.partition)
-            for tp in consumer.assignment()
-            if tp.topic in topics
-        }
-        sequencer.moved()
-        await seek()
-        committed = consumer._committed_offset
-        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
-        rewind = [tp for tp in assigned if not committed.get(tp)]
-        earliest = await consumer.earliest_offsets(*rewind) if rewind else {}
-        for tp in rewind:
-            await consumer.seek(tp, earliest.get(tp) or 0)
-        sequencer.moved()
-        # Overwritten, never cleared: a partition with no start would trust its first record.
-        for tp in assigned:
-            key = (tp.topic, tp.partition)
-            start = committed.get(tp) or earliest.get(tp) or 0
-            starts[key] = start
-            if sequencer.fetch_count(*key) == fetches.get(key, 0):
-                sequencer.seeking(tp.topic, tp.partition, start)
-            else:
-                # A fetch came back between the seek and now (the consumer's thread goes
-                # on meanwhile) and its records went nowhere: flow was still stopped. The
-                # next fetch then starts past them, and taken as following ``start`` its
-                # jump would pass for the broker's own gap (seen: 7 records of a partition
-                # never handled after a rebalance). Unknown instead: the first record
-                # past ``start`` asks for a rewind.
-                sequencer.unsure(tp.topic, tp.partition)
-
-    consumer.perform_seek = perform_seek
-
-
-class OffsetGuard:
-    """Installs the rules above on a Faust consumer, for the ``positions`` topics.
-
-    ``positions`` maps each managed topic to its dispatcher's
-    ``position(partition)``: one past the last record acknowledged in order.
-    """
-
-    def __init__(self, consumer: Any, positions: Mapping[str, Callable[[int], int | None]]) -> None:
-        self._consumer = consumer
-        self._positions = dict(positions)
-        topics = set(self._positions)
-        self._starts: dict[tuple[str, int], int | None] = {}
-        self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
-        self.idle = IdleWatch()
-        self._intake: Intake | None = None
-        _patch_seek(consumer, topics, self._starts, self.sequencer)
-        self._patch_commit()
-        self._patch_fetch(topics)
-
-    def _patch_fetch(self, topics: set[str]) -> None:
-        # What the broker returned, before Faust's fetch loop or stream can drop any of it.
-        consumer = self._consumer
-        getmany = consumer._getmany
-        sequencer = self.sequencer
-
-        async def _getmany(active_partitions: Any, timeout: float) -> Any:
-            epoch = sequencer.epoch
-            generation = consumer.app.consumer_generation_id
-            records = await getmany(active_partitions, timeout)
-            spanned = sequencer.epoch != epoch  # asked before a seek, answered after it
-            for tp, batch in records.items():
-                if tp.topic in topics and batch:
-                    if spanned:
-                        sequencer.unsure(tp.topic, tp.partition)
-                    else:
-                        sequencer.fetched(tp.topic, tp.partition, [r.offset for r in batch])
-            intake = self._intake
-            if intake is None:
-                return records
-            taken = intake.topics
-            mine = {tp: batch for tp, batch in records.items() if tp.topic in taken and batch}
-            if not mine:
-                return records
-            if consumer.app.consumer_generation_id == generation:
-                await intake.hand_off(mine, generation)
-            # A fetch that spans a rebalance is dropped: the next owner reads it again.
-            return {tp: batch for tp, batch in records.items() if tp.topic not in taken}
-
-        consumer._getmany = _getmany
-
-    def take(self, intake: Intake) -> None:
-        """From now on, ``intake`` gets its topics' records straight from each fetch."""
-        self._intake = intake
-
-    def _patch_commit(self) -> None:
-        consumer = self._consumer
-        new_offset = consumer._new_offset
-        positions = self._positions
-
-        def _new_offset(tp: Any) -> int | None:
-            position = positions.get(tp.topic)
-            if position is None:
-                return new_offset(tp)
-            # Faust's bookkeeping of acknowledged offsets and gaps is not used here.
-            consumer._acked[tp].clear()
-            consumer._acked_index[tp].clear()
-            consumer._gap.pop(tp, None)
-            done = position(tp.partition)
-            committed = consumer._committed_offset[tp]
-            if done is None or (committed is not None and done <= committed):
-                return None
-            return done
-
-        consumer._new_offset = _new_offset
-
-    async def admit(self, message: Any) -> bool:
-        """Whether the agent may hand ``message`` on; seeks back over a hole first."""
-        verdict, target = self.sequencer.accept(
-            message.topic, message.partition, message.offset, message.generation_id
-        )
-        if verdict is Verdict.ADMIT:
-            return True
-        # Never admitted, so never acknowledged: Faust must not wait for it.
-        self._consumer._unacked_messages.discard(message)
-        if verdict is Verdict.REWIND:
-            logger.warning(
-                "%s[%s]: offset %s arrived before %s; reading again from %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                target,
-                target,
-            )
-            await self._rewind(message.tp, target, message.offset)
-        return False
-
-    async def reread(self, tp: Any, offset: int) -> None:
-        """``tp``'s records from ``offset`` on were not admitted: fetch them again."""
-        self.sequencer.seeking(tp.topic, tp.partition, offset)
-        try:
-            await self._consumer.seek_wait({tp: offset})
-        except Exception as exc:  # revoked meanwhile: the next owner reads them
-            logger.warning("%s[%s]: seek to %s failed: %r", tp.topic, tp.partition, offset, exc)
-
-    async def unadmit(self, message: Any) -> None:
-        """``message`` was admitted but its job was never created: read it again.
-
-        Later records would otherwise be acknowledged past it.
-        """
-        self.sequencer.back_to(message.topic, message.partition, message.offset)
-        await self._rewind(message.tp, message.offset, message.offset)
-
-    async def _rewind(self, tp: Any, offset: int, hole_at: int) -> None:
-        """Read ``tp`` again from ``offset``; records above ``hole_at`` predate the seek.
-
-        The seek runs on the consumer's own thread (``seek_wait``), never racing its
-        fetch; a failure (the partition revoked meanwhile) leaves the hole to the next
-        record or to the timer.
-        """
-        self.sequencer.seeking(tp.topic, tp.partition, offset)
-        try:
-            await self._consumer.seek_wait({tp: offset})
-        except Exception as exc:
-            logger.warning("%s[%s]: seek to %s failed: %r", tp.topic, tp.partition, offset, exc)
-            return
-        self.sequencer.rewound(tp.topic, tp.partition, hole_at)
-
-    async def retry_stale_rewinds(self) -> None:
-        """Seek again where a rewind's re-read never came (run it every few seconds)."""
-        stale = self.sequencer.stale_rewinds()
-        if stale:
-            assigned = self._consumer.assignment()
-            for topic, partition, offset in stale:
-                tp = TP(topic, partition)
-                if tp in assigned:
-                    logger.warning(
-                        "%s[%s]: no re-read after a rewind; seeking again", topic, partition
-                    )
-                    await self._rewind(tp, offset, offset)
-        await self._read_idle_again()
-
-    async def _read_idle_again(self) -> None:
-        """Read again where records exist past the first offset not admitted, with no progress."""
-        consumer = self._consumer
-        app = consumer.app
-        if not consumer.flow_active or app.rebalancing:
-            return  # a rebalance reads every partition again from its committed offset
-        generation = app.consumer_generation_id
-        fetching = consumer._active_partitions
-        held = self._intake.held if self._intake is not None else set()
-        sequencer, idle = self.sequencer, self.idle
-        for tp in consumer.assignment():
-            if tp.topic not in self._positions:
-                continue
-            key = (tp.topic, tp.partition)
-            if (fetching is not None and tp not in fetching) or tp in held:
-                idle.forget(key)  # paused: not fetched, so not behind
-                continue
-            expected = sequencer.expected(tp.topic, tp.partition, generation)
-            end = consumer.highwater(tp)
-            fetched = expected is not None and sequencer.fetched_from(*key, expected)
-            if idle.check(key, generation, expected, end, fetched) and expected is not None:
-                logger.warning(
-                    "%s[%s]: records up to %s exist but none from %s on was handed on; "
-                    "reading again from %s",
-                    tp.topic,
-                    tp.partition,
-                    end,
-                    expected,
-                    expected,
-                )
-                await self.reread(tp, expected)
-
-    async def commit_done(self) -> None:
-        """Commit what is done now, e.g. on revoke, before Faust forgets the partitions.
-
-        Faust drops a revoked partition's acknowledgements before its own revoke-time
-        commit, so the next owner would redo up to one commit interval of work.
-        """
-        consumer = self._consumer
-        offsets = {}
-        for tp in consumer.assignment():
-            position = self._positions.get(tp.topic)
-            done = position(tp.partition) if position is not None else None
-            if done is not None:
-                offsets[tp] = done
-        if offsets:
-            try:
-                await consumer._commit_offsets(offsets)
-            except Exception as exc:  # the group may have moved on: the next owner redoes it
-                logger.warning("commit on revoke failed: %r", exc)

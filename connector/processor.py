@@ -32,8 +32,9 @@ Rules that keep the promise through crashes and rebalances:
   changelog that missed a write (a worker killed after its local store took
   it) heals on the order's next event.
 
-The processor knows no Faust: state lives in a :class:`StateStore`, records go
-to :class:`Sinks`. :mod:`connector.app` plugs in the Faust table and topics.
+The processor knows no Faust: state lives in a :class:`StateStore` (told the
+partition explicitly), records go to :class:`Sinks`. :mod:`connector.kafka.faust_app`
+plugs in the Faust table and topics.
 """
 
 from __future__ import annotations
@@ -105,12 +106,14 @@ class Sinks(Protocol):
 
 
 class StateStore(Protocol):
-    """Per-order state, co-partitioned with the record being processed."""
+    """Per-order state, co-partitioned with the input: ``partition`` is the partition
+    of the record being processed (the events topic's, or the parking topic's, which
+    has the same number for the same order)."""
 
-    def get(self, key: bytes) -> OrderState | None: ...
+    def get(self, partition: int, key: bytes) -> OrderState | None: ...
 
-    async def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
-        """Store the state and queue its changelog record, in call order.
+    async def put(self, partition: int, key: bytes, state: OrderState) -> Awaitable[Any]:
+        """Store the state and queue its changelog record to ``partition``, in call order.
 
         Awaiting the result waits until the changelog has it.
         """
@@ -415,15 +418,20 @@ class Processor:
     async def _save(self, lease: Lease, key: bytes, state: OrderState | None) -> None:
         """Write the state and wait until the changelog has it."""
         if state is not None:
-            await self._durably(lease, lambda: self._put_durably(key, state), "state")
+            partition = lease.partition
+            await self._durably(lease, lambda: self._put_durably(partition, key, state), "state")
 
-    async def _put_durably(self, key: bytes, state: OrderState) -> None:
-        await (await self._store.put(key, state))
+    async def _put_durably(self, partition: int, key: bytes, state: OrderState) -> None:
+        await (await self._store.put(partition, key, state))
 
-    async def _write_behind(self, key: bytes, state: OrderState) -> None:
+    def _state(self, rec: _Record) -> OrderState | None:
+        """The order's state, from the partition the job's record was read from."""
+        return self._store.get(rec.lease.partition, rec.key)
+
+    async def _write_behind(self, lease: Lease, key: bytes, state: OrderState) -> None:
         """Write the state without waiting for the broker (the callers say why)."""
         try:
-            await self._store.put(key, state)
+            await self._store.put(lease.partition, key, state)
         except Exception as exc:
             # The changelog keeps the order's previous state; its next event heals it.
             logger.warning("could not queue a state write (%s: %s)", type(exc).__name__, exc)
@@ -542,7 +550,9 @@ class Processor:
     ) -> None:
         """A duplicate or a rejection: the terminal record, and the state written back."""
         if state is not None:
-            await self._write_behind(rec.key, state)  # heal a changelog that missed a write
+            await self._write_behind(
+                rec.lease, rec.key, state
+            )  # heal a changelog that missed a write
         outcome = Outcome.DUPLICATE if decision.verdict is Verdict.DUPLICATE else Outcome.REJECTED
         await self._emit(rec.lease, self._record(rec, outcome, True, reason=decision.reason))
         ended[0] = True
@@ -550,7 +560,7 @@ class Processor:
     async def _run_order(self, rec: _Record, ended: list[bool]) -> None:
         rec.lease.check()
         async with self._locks.hold(rec.key):
-            state = self._store.get(rec.key)
+            state = self._state(rec)
             decision = self._judge(rec, state)
             if decision.verdict is Verdict.DUPLICATE:
                 await self._not_sent(rec, state, decision, ended)
@@ -606,7 +616,7 @@ class Processor:
             # Judged again before every attempt: only this job may have moved the
             # order, and only while its partition is ours.
             lease.check(strict=True)
-            again = self._judge(rec, self._store.get(key))
+            again = self._judge(rec, self._state(rec))
             if again.verdict is not Verdict.SEND:
                 raise _Overtaken(again)
             if (policy_name == "park" or breaker.paused) and not breaker.closed:
@@ -631,10 +641,10 @@ class Processor:
                 on_rate_limited=self._limiter.on_rate_limited if self._limiter else None,
             )
         except _Overtaken as overtaken:
-            await self._not_sent(rec, self._store.get(key), overtaken.decision, ended)
+            await self._not_sent(rec, self._state(rec), overtaken.decision, ended)
             return
         except _Park:
-            after = abandon(self._store.get(key), mark, may_have_arrived=maybe_arrived[0])
+            after = abandon(self._state(rec), mark, may_have_arrived=maybe_arrived[0])
             await self._save(lease, key, after)
             await self._park(rec, f"target {request.limit_key} is down (circuit open)", ended)
             return
@@ -646,7 +656,7 @@ class Processor:
             and policy_name == "park"
             and isinstance(outcome.error, RetryableDeliveryError)
         ):
-            after = abandon(self._store.get(key), mark, may_have_arrived=outcome.may_have_arrived)
+            after = abandon(self._state(rec), mark, may_have_arrived=outcome.may_have_arrived)
             await self._save(lease, key, after)
             await self._park(rec, f"retries ran out: {outcome.error.message}", ended)
             return
@@ -678,7 +688,7 @@ class Processor:
             # again (a harmless repeat) instead of calling a delivered event a duplicate.
             await self._emit(lease, delivered)
             ended[0] = True
-            after: OrderState | None = confirm(self._store.get(key), mark, id_limit=self._id_limit)
+            after: OrderState | None = confirm(self._state(rec), mark, id_limit=self._id_limit)
         else:
             error = outcome.error
             assert error is not None
@@ -686,7 +696,7 @@ class Processor:
             ended[0] = True
             # What the vendor has decides what later events may do: a refused final
             # event leaves the order open there, so a later cancellation is legitimate.
-            after = abandon(self._store.get(key), mark, may_have_arrived=outcome.may_have_arrived)
+            after = abandon(self._state(rec), mark, may_have_arrived=outcome.may_have_arrived)
         if leave_parking:
             after = unpark(after, rec.source.offset)
         # Queued, not waited for: the record is acknowledged after this, and Faust
@@ -694,7 +704,7 @@ class Processor:
         # dies first, the pending intent makes the replay send the same event again.
         lease.check()
         if after is not None:
-            await self._write_behind(key, after)
+            await self._write_behind(lease, key, after)
 
     async def _give_up(self, rec: _Record, error: DeliveryError, attempts: int) -> None:
         code = "permanent" if isinstance(error, PermanentDeliveryError) else "retries_exhausted"
@@ -727,7 +737,7 @@ class Processor:
         """Move the event to the parking topic; the input record is then done."""
         lease, key = rec.lease, rec.key
         # Marked first: from here on the order's later events park behind this one.
-        await self._save(lease, key, park(self._store.get(key), rec.source.offset))
+        await self._save(lease, key, park(self._state(rec), rec.source.offset))
         origin = rec.source.model_dump_json().encode()
         headers = [
             (PARKED_FROM_HEADER, origin),
@@ -774,7 +784,7 @@ class Processor:
                 await self._limiter.acquire(request)
                 lease.check(strict=True)
             async with self._locks.hold(key):
-                state = self._store.get(key)
+                state = self._state(rec)
                 decision = self._judge(rec, state)
                 if decision.verdict is not Verdict.SEND:
                     breaker.on_neutral()
@@ -801,7 +811,7 @@ class Processor:
                 if isinstance(error, RetryableDeliveryError):
                     failed = self._failed(rec, error, latency[0], True)
                     after = abandon(
-                        self._store.get(key), mark, may_have_arrived=outcome.may_have_arrived
+                        self._state(rec), mark, may_have_arrived=outcome.may_have_arrived
                     )
                     await self._save(lease, key, after)
                     await self._emit(lease, failed)
@@ -826,9 +836,7 @@ class Processor:
                 headers=Header.of(rec.headers),
             )
             ended[0] = True
-            await self._save(
-                rec.lease, rec.key, unpark(self._store.get(rec.key), rec.source.offset)
-            )
+            await self._save(rec.lease, rec.key, unpark(self._state(rec), rec.source.offset))
 
 
 def _observe(breaker: Breaker, error: DeliveryError | None) -> None:

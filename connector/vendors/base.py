@@ -32,6 +32,7 @@ from connector.errors import (
     RateLimitedError,
     RetryableDeliveryError,
 )
+from connector.kafka.http import send_through_transport
 from connector.tracing import outgoing_headers
 
 __all__ = [
@@ -228,7 +229,7 @@ async def send_http(
             headers=_merged(http.headers, headers),
             extensions={"timeout": http.timeout.as_dict()},
         )
-        return await _send(http, request)
+        return await send_through_transport(http, request)
     except httpx.HTTPError as exc:
         raise transport_error(exc) from exc
     except httpx.InvalidURL as exc:  # not an httpx.HTTPError
@@ -252,24 +253,6 @@ def _merged(defaults: httpx.Headers, headers: Mapping[str, str]) -> httpx.Header
     merged = httpx.Headers(defaults)
     merged.update(headers)
     return merged
-
-
-async def _send(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """The request through the client's transport, its body read.
-
-    What ``AsyncClient.send`` adds on the way -- auth flows, redirect handling, the
-    cookie jar, event hooks -- the connector uses none of (no auth object, redirects
-    are not followed, vendors set no cookies we should send back), and it cost ~95 µs
-    of CPU per call, as much as the aiohttp pool under it (BENCHMARKS.md). The
-    client still chooses the transport and supplies its default headers and timeouts.
-    """
-    transport = http._transport_for_url(request.url)
-    response = await transport.handle_async_request(request)
-    try:
-        await response.aread()
-    finally:
-        await response.aclose()
-    return response
 
 
 def _building_error(exc: BaseException) -> bool:

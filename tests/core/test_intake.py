@@ -8,8 +8,8 @@ from typing import Any
 
 from faust.types import TP
 
-from connector import intake as intake_module
-from connector.intake import Intake, Route
+from connector.kafka import intake as intake_module
+from connector.kafka.intake import Intake, Route
 
 Record = namedtuple("Record", "topic partition offset key value")
 Fetched = namedtuple("Fetched", "topic partition")  # aiokafka's TopicPartition, as tuples

@@ -6,7 +6,8 @@ from typing import Any
 
 from faust.types import TP
 
-from connector.offsets import IdleWatch, ReadOffsets, Sequencer, Verdict, _patch_seek
+from connector.kafka.guard import OffsetGuard, ReadOffsets
+from connector.offsets import IdleWatch, Sequencer, Verdict
 
 ADMIT, DROP, REWIND = Verdict.ADMIT, Verdict.DROP, Verdict.REWIND
 
@@ -192,19 +193,18 @@ def test_progress_or_a_caught_up_partition_resets_the_idle_clock() -> None:
 
 
 class _SeekingConsumer:
-    """What ``_patch_seek`` uses of Faust's consumer; ``during_seek`` runs as the seek ends."""
+    """What the guard's seek uses of the consumer; ``during_seek`` runs as Faust's seek ends."""
 
-    def __init__(self, committed: dict[Any, int], during_seek: Any = None) -> None:
-        self._read_offset: dict[Any, Any] = {}
-        self._committed_offset = committed
-        self._during_seek = during_seek
+    def __init__(self, committed: dict[Any, int]) -> None:
+        self.committed = committed
+        self.during_seek: Any = None
 
     def assignment(self) -> set[Any]:
-        return set(self._committed_offset)
+        return set(self.committed)
 
-    async def perform_seek(self) -> None:
-        if self._during_seek is not None:
-            self._during_seek()
+    async def faust_seek(self) -> None:
+        if self.during_seek is not None:
+            self.during_seek()
 
     async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
         return {tp: 0 for tp in tps}
@@ -213,28 +213,32 @@ class _SeekingConsumer:
         pass
 
 
+async def perform_seek(guard: OffsetGuard, consumer: _SeekingConsumer) -> None:
+    """As ConnectorConsumer.perform_seek calls the guard around Faust's seek."""
+    fetches = guard.before_seek()
+    await consumer.faust_seek()
+    await guard.after_seek(fetches, consumer.committed)
+
+
 async def test_a_fetch_answered_while_a_rebalance_seeks_is_not_taken_for_a_broker_gap() -> None:
     # Seen in the crash matrix: after a rebalance's seek to the committed 175, a fetch of
     # 175..181 came back while flow was still stopped (its records went nowhere); the next
     # fetch started at 182, and the jump 174 -> 182 passed for the broker's own gap.
-    starts: dict[tuple[str, int], int | None] = {}
-    seq = Sequencer(lambda topic, partition: starts.get((topic, partition)))
     tp = TP("events", 3)
-    consumer = _SeekingConsumer(
-        {tp: 175}, during_seek=lambda: seq.fetched("events", 3, list(range(175, 182)))
-    )
-    _patch_seek(consumer, {"events"}, starts, seq)
-    await consumer.perform_seek()
+    consumer = _SeekingConsumer({tp: 175})
+    guard = OffsetGuard(consumer, {"events"})  # type: ignore[arg-type]
+    seq = guard.sequencer
+    consumer.during_seek = lambda: seq.fetched("events", 3, list(range(175, 182)))
+    await perform_seek(guard, consumer)
     seq.fetched("events", 3, [182])
     assert seq.accept("events", 3, 182, 17) == (REWIND, 175)
 
 
 async def test_a_rebalance_s_seek_with_no_fetch_meanwhile_knows_where_reading_starts() -> None:
-    starts: dict[tuple[str, int], int | None] = {}
-    seq = Sequencer(lambda topic, partition: starts.get((topic, partition)))
     tp = TP("events", 3)
     consumer = _SeekingConsumer({tp: 200})
-    _patch_seek(consumer, {"events"}, starts, seq)
-    await consumer.perform_seek()
+    guard = OffsetGuard(consumer, {"events"})  # type: ignore[arg-type]
+    seq = guard.sequencer
+    await perform_seek(guard, consumer)
     seq.fetched("events", 3, [201, 202])  # 200 is a transaction marker
     assert [seq.accept("events", 3, o, 17)[0] for o in (201, 202)] == [ADMIT, ADMIT]

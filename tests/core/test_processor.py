@@ -31,10 +31,10 @@ class Store:
         self.hold = False
         self.held: list[asyncio.Future[None]] = []
 
-    def get(self, key: bytes) -> OrderState | None:
+    def get(self, partition: int, key: bytes) -> OrderState | None:
         return decode_state(self.data.get(key))
 
-    async def put(self, key: bytes, state: OrderState) -> Awaitable[Any]:
+    async def put(self, partition: int, key: bytes, state: OrderState) -> Awaitable[Any]:
         self.data[key] = encode_state(state)
         self.writes.append((key, state))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -120,14 +120,14 @@ async def test_an_exception_in_the_client_ends_as_a_dead_letter_not_an_ack() -> 
     assert [r.outcome for r in sinks.terminal()] == ["dead_lettered"]
     assert len(sinks.letters) == 1 and "internal error" in sinks.letters[0].reason
     # The call may have gone out half-way: the guard keeps it as possibly at the vendor.
-    state = store.get(next(iter(store.data)))
+    state = store.get(0, next(iter(store.data)))
     assert state is not None and state.pending is not None
 
 
 async def test_an_exception_anywhere_in_a_job_is_dead_lettered() -> None:
     processor, store, sinks, _, dispatcher = build()
 
-    def broken(key: bytes) -> OrderState | None:
+    def broken(partition: int, key: bytes) -> OrderState | None:
         raise KeyError("a bug")
 
     store.get = broken  # type: ignore[method-assign]
@@ -178,7 +178,7 @@ async def test_the_intent_is_durable_before_the_call() -> None:
         fut.set_result(None)
     await dispatcher.join()
     assert len(client.calls) == 1 and acked == [0]
-    final = store.get(key)
+    final = store.get(0, key)
     assert final is not None and final.status is OrderStatus.COMPLETED and final.pending is None
 
 
@@ -218,7 +218,7 @@ async def test_revoke_cancels_waiting_jobs_and_awaits_calls_on_the_wire() -> Non
     after = sinks.audits[audits_before:]
     assert [(r.outcome, r.order_key) for r in after] == [("delivered", "comeet|on-wire")]
     key = b"comeet|on-wire"
-    state = store.get(key)
+    state = store.get(0, key)
     assert state is not None and state.pending is None and state.confirmed is not None
     assert dispatcher.pending == 0
 

@@ -1,4 +1,7 @@
-"""connector.recovery: the faust-streaming recovery fixes, without a broker.
+"""connector.kafka.recovery: the faust-streaming recovery fixes, without a broker.
+
+The ``vanilla`` tests show each upstream defect on Faust's own ``Recovery``; the
+``installed`` ones its absence on :class:`~connector.kafka.recovery.ConnectorRecovery`.
 
 The Recovery objects are real (``faust.App(...).tables.recovery``, never started); only
 the broker calls of a round (highwaters, offsets, seek) and the end of a round are
@@ -15,35 +18,36 @@ from typing import Any
 
 import faust
 import pytest
+from faust.tables.manager import TableManager
 from faust.tables.recovery import RebalanceAgain, Recovery, ServiceStopped
 from faust.types import TP
 
-from connector import recovery as fix
+from connector.kafka import recovery as fix
 
 TP0 = TP("app-orders-changelog", 0)
 
 
+# The table manager make_recovery() gives the app: Faust's own, or the connector's.
+_manager: list[type[TableManager]] = [TableManager]
+
+
 @pytest.fixture
 def installed() -> Iterator[None]:
-    fix.install_recovery_fix(stall_timeout_s=0.2, check_interval_s=0.02)
+    """The connector's recovery (ConnectorTableManager), with short watchdog timings."""
+    fix.configure_recovery(stall_timeout_s=0.2, check_interval_s=0.02)
+    _manager[0] = fix.ConnectorTableManager
     try:
         yield
     finally:
-        fix._uninstall_recovery_fix()
-        fix._config.stall_timeout_s, fix._config.check_interval_s = 30.0, 5.0
+        _manager[0] = TableManager
+        fix.configure_recovery(stall_timeout_s=30.0, check_interval_s=5.0)
 
 
 @pytest.fixture
 def vanilla() -> Iterator[None]:
-    """faust's own Recovery (create_app installs the fix process-wide: set it aside)."""
-    was_installed = fix.recovery_fix_installed()
-    if was_installed:
-        fix._uninstall_recovery_fix()
-    try:
-        yield
-    finally:
-        if was_installed:
-            fix.install_recovery_fix()
+    """faust's own Recovery: the upstream defects show on it."""
+    _manager[0] = TableManager
+    yield
 
 
 class StubConsumer:
@@ -82,6 +86,7 @@ def make_recovery() -> Recovery:
         web_enabled=False,
         broker_request_timeout=0.2,
         broker_session_timeout=0.2,
+        TableManager=_manager[0],
         env={},
     )
     app.Table("orders", partitions=1)
@@ -196,11 +201,12 @@ async def test_a_rebalance_still_interrupts_a_step(installed: None) -> None:
         await recovery._wait(asyncio.sleep(5), timeout=1.0)
 
 
-def test_install_is_idempotent(installed: None) -> None:
-    patched = Recovery._wait
-    fix.install_recovery_fix()
-    assert Recovery._wait is patched is fix._wait
-    assert fix.recovery_fix_installed()
+def test_the_connector_s_recovery_is_a_subclass_and_faust_s_stays_untouched(
+    installed: None,
+) -> None:
+    recovery = make_recovery()
+    assert type(recovery) is fix.ConnectorRecovery
+    assert Recovery._wait is not fix.ConnectorRecovery._wait  # no patch of faust's class
 
 
 # -- 2. the watchdog ----------------------------------------------------------------------

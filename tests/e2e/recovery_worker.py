@@ -18,7 +18,7 @@ worker starts, so the worker's first assignment runs an active recovery round.
   partition paused (the state a lost resume, a stale position or read offset, or records
   dropped between the consumer and the recovery all end in: no record arrives).
 
-``FIX`` is ``1`` to call :func:`connector.recovery.install_recovery_fix` first.
+``FIX`` is ``1`` to run with :class:`connector.kafka.recovery.ConnectorTableManager`.
 ``GET /state`` answers the recovery state and the number of keys in the table.
 """
 
@@ -49,10 +49,12 @@ def main() -> None:
     # publishes its recovery stats every 5 s: shorten both so a stall shows in seconds.
     Recovery.event_timeout_secs = 2.0
     Recovery.stats_interval = 1.0
+    managers: dict[str, Any] = {}
     if fix == "1":
-        from connector.recovery import install_recovery_fix
+        from connector.kafka.recovery import ConnectorTableManager, configure_recovery
 
-        install_recovery_fix(stall_timeout_s=3.0, check_interval_s=0.5)
+        configure_recovery(stall_timeout_s=3.0, check_interval_s=0.5)
+        managers["TableManager"] = ConnectorTableManager
     inject(fault)
 
     app = faust.App(
@@ -79,6 +81,7 @@ def main() -> None:
         web_graph_enabled=False,
         logging_config=None,
         env={},
+        **managers,
     )
     events = app.topic(events_topic, key_type=bytes, value_type=bytes, partitions=1)
     table = app.Table("orders", key_type=bytes, value_type=bytes, default=None, partitions=1)
@@ -98,7 +101,7 @@ def main() -> None:
                 and not app.rebalancing,
                 "in_recovery": app.in_recovery,
                 "keys": len(table),
-                "restarts": getattr(recovery, "connector_restarts", 0),  # connector.recovery
+                "restarts": getattr(recovery, "connector_restarts", 0),  # connector.kafka.recovery
             }
         )
 

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from connector.intake import Intake
+from connector.kafka.intake import Intake
 
 
 def inject(topic: str, offsets: set[int], times: int) -> None:

@@ -105,7 +105,7 @@ def owners(audit: list[dict[str, Any]], events_topic: str) -> dict[str, str]:
 
 # Without standby replicas the survivor rebuilds the moved partitions from the changelog,
 # where faust-streaming's recovery used to stall about 1 run in 5 ("No event received for
-# active tp ... since recovery start"); connector.recovery fixes that (issue 11).
+# active tp ... since recovery start"); connector.kafka.recovery fixes that (issue 11).
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("standby", [0, 1], ids=["no-standby", "standby-1"])
 async def test_three_workers_kill_one_then_another_joins(
@@ -197,7 +197,7 @@ async def test_kill_join_cycles_without_standby_never_stall(
     """Scale-out with no standby replicas: a worker is SIGKILLed and a new one joins, again and
     again, under load. Every rebalance ends with the group stable and every worker ready (its
     tables recovered from the changelog) -- no recovery stall, not even one the watchdog of
-    ``connector.recovery`` heals -- and nothing is lost or regressed."""
+    ``connector.kafka.recovery`` heals -- and nothing is lost or regressed."""
     deployment.env.update(FAST_GROUP)
     deployment.env["CONNECTOR_TOPICS__PARTITIONS"] = "6"
     deployment.env["CONNECTOR_STANDBY_REPLICAS"] = "0"

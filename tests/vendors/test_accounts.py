@@ -21,7 +21,7 @@ from connector.accounts import comeet_router, kombo_router, secret_values
 from connector.cli import _secrets
 from connector.errors import PermanentDeliveryError
 from connector.events import event_adapter
-from connector.http import build_http_client
+from connector.kafka.http import build_http_client
 from connector.logs import RedactingFilter
 from connector.sandbox import Sandboxes
 from connector.settings import (

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from connector.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from connector.events import event_adapter
-from connector.http import build_http_client
+from connector.kafka.http import build_http_client
 from connector.sandbox import Sandboxes
 from connector.settings import ComeetSettings, DeliverySettings, KomboSettings
 from connector.vendors import comeet, kombo

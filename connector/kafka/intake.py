@@ -30,10 +30,9 @@ in the fetch loop's task, one at a time:
   of 207 with a 200k-order backlog (BENCHMARKS.md). Held partitions take
   turns for the room, one record each: served one after the other, a 60k-order
   backlog went at 1,156 events/s instead of 1,890;
-* the job runs with the record as Faust's *current event*, which is what
-  Faust's table reads to pick the order's RocksDB partition and changelog
-  partition (co-partitioned with the input by construction, see
-  :mod:`connector.app`).
+* the processor is told the record's partition, which is where the order's
+  state and changelog record are written (co-partitioned with the input by
+  construction, see :mod:`connector.kafka.faust_app`).
 """
 
 from __future__ import annotations
@@ -41,24 +40,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
 
-from faust.streams import _current_event
 from faust.types import TP
 
 from connector.audit import SourceRef
 
-__all__ = ["Handler", "Intake", "Route"]
+__all__ = ["Fetched", "Handler", "Intake", "Route"]
 
 logger = logging.getLogger(__name__)
 
-# handle(message, source, ack): admits the record's job; ``ack`` is called in offset order.
-Handler = Callable[[Any, SourceRef, Callable[[], None]], Awaitable[None]]
+# handle(record, source, ack): admits the record's job; ``ack`` is called in offset order.
+Handler = Callable[["Fetched", SourceRef, Callable[[], None]], Awaitable[None]]
 
 YIELD_EVERY = 100  # records handed on between two turns of the event loop
 RESUME_CHECK_S = 0.02  # how often a held partition looks for room
@@ -124,20 +121,22 @@ class Intake:
 
     async def hand(self, tp: Any, record: Any, generation: int) -> None:
         """One record: sequenced, then handed to its topic's handler."""
-        message = self._consumer._to_message(tp, record)
-        message.generation_id = generation
+        message = Fetched(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            record.headers,
+            generation,
+        )
         guard = self._guard
         if not await guard.admit(message):
             return  # a duplicate, or read past a hole (read again after a seek)
         self._inbound[tp] = time.monotonic()
         source = SourceRef(topic=message.topic, partition=message.partition, offset=message.offset)
-        event = self._app.create_event(message.key, message.value, message.headers, message)
-        # The job's task copies this context: Faust's table reads the event's partition.
-        # The event is held by the ack below until the job is done (the context only
-        # keeps a weak reference).
-        token = _current_event.set(weakref.ref(event))
         try:
-            await self._routes[tp.topic].handle(message, source, _Ack(self._consumer, tp, event))
+            await self._routes[tp.topic].handle(message, source, _acknowledged)
         except Exception:
             # The processor never raises here; if it did, the record would be admitted
             # without a job, and later acknowledgements would commit past it: read it again.
@@ -146,8 +145,6 @@ class Intake:
         except BaseException:
             guard.sequencer.back_to(message.topic, message.partition, message.offset)
             raise
-        finally:
-            _current_event.reset(token)
 
     async def _hold(self, fetched_tp: Any, record: Any, generation: int) -> None:
         """Pause ``tp`` and keep ``record`` (and what follows it) until there is room."""
@@ -228,19 +225,25 @@ def _size(record: Any) -> int:
     return len(record.key or b"") + len(record.value or b"")
 
 
-class _Ack:
-    """Called by the dispatcher, in offset order, once the record's job is done.
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One fetched record of the connector's topics, with the generation it was read in."""
 
-    Commits come from the dispatcher's position (:mod:`connector.offsets`); Faust's
-    commit loop only needs to know that the partition has something to commit.
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+    generation_id: int
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+def _acknowledged() -> None:
+    """The dispatcher's acknowledgement, in offset order: nothing to do here.
+
+    What is committed is the dispatcher's own position (:mod:`connector.kafka.commits`).
     """
-
-    __slots__ = ("_acked", "_event", "_tp")
-
-    def __init__(self, consumer: Any, tp: Any, event: Any) -> None:
-        self._acked = consumer._acked
-        self._tp = tp
-        self._event = event  # keeps the job's current event alive
-
-    def __call__(self) -> None:
-        self._acked[self._tp]  # the defaultdict entry is the signal

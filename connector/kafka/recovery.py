@@ -1,7 +1,9 @@
 """Fixes for faust-streaming 0.15.3 table recovery stalls (issue 11, item 2).
 
-:func:`install_recovery_fix` patches :class:`faust.tables.recovery.Recovery` once per
-process (idempotent; call it before the worker starts). Line numbers below are those of
+:class:`ConnectorRecovery` is Faust's ``Recovery`` with the fixes below, and
+:class:`ConnectorTableManager` the table manager that creates it, given to the app
+through Faust's ``TableManager`` setting (its declared class override). Line numbers
+below are those of
 faust-streaming 0.15.3 (identical to upstream master at the time of writing, which has no
 later change to this code) and mode-streaming as installed.
 
@@ -80,14 +82,20 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from faust.tables.manager import TableManager
 from faust.tables.recovery import RebalanceAgain, Recovery, ServiceStopped
 from faust.types import TP
 
-__all__ = ["RESTARTS", "install_recovery_fix", "recovery_fix_installed", "stalled_partitions"]
+__all__ = [
+    "RESTARTS",
+    "ConnectorRecovery",
+    "ConnectorTableManager",
+    "configure_recovery",
+    "stalled_partitions",
+]
 
 logger = logging.getLogger(__name__)
 
-_MARK = "_connector_recovery_fix"
 RESTARTS = "connector_restarts"
 
 
@@ -99,21 +107,11 @@ class _Config:
 
 _config = _Config()
 
-# faust's own methods, kept for the tests (and for reading the patch side by side).
-_ORIGINAL_WAIT = Recovery._wait
-_ORIGINAL_ON_STARTED = Recovery.on_started
-_ORIGINAL_ON_PARTITIONS_REVOKED = Recovery.on_partitions_revoked
-_ORIGINAL_ON_REBALANCE = Recovery.on_rebalance
 
-
-def recovery_fix_installed() -> bool:
-    return bool(getattr(Recovery, _MARK, False))
-
-
-def install_recovery_fix(
+def configure_recovery(
     *, stall_timeout_s: float | None = None, check_interval_s: float | None = None
 ) -> None:
-    """Patch faust's ``Recovery`` (once per process; later calls only update the timings).
+    """Set the watchdog's timings (process-wide; read by every :class:`ConnectorRecovery`).
 
     ``stall_timeout_s``: how long an active changelog partition with records remaining may
     apply nothing before its recovery round is restarted (default 30 s, faust's own
@@ -127,29 +125,7 @@ def install_recovery_fix(
         if check_interval_s <= 0:
             raise ValueError("check_interval_s must be positive")
         _config.check_interval_s = check_interval_s
-    if recovery_fix_installed():
-        return
-    Recovery._wait = _wait  # type: ignore[method-assign]
-    Recovery.on_started = _on_started  # type: ignore[method-assign,assignment]
-    Recovery.on_partitions_revoked = _on_partitions_revoked  # type: ignore[method-assign]
-    Recovery.on_rebalance = _on_rebalance  # type: ignore[method-assign]
-    setattr(Recovery, _MARK, True)
-    logger.info(
-        "faust table recovery fix installed (stall timeout %.0f s)", _config.stall_timeout_s
-    )
 
-
-def _uninstall_recovery_fix() -> None:
-    """Restore faust's methods (tests only: recoveries already started keep the watchdog)."""
-    Recovery._wait = _ORIGINAL_WAIT  # type: ignore[method-assign]
-    Recovery.on_started = _ORIGINAL_ON_STARTED  # type: ignore[method-assign]
-    Recovery.on_partitions_revoked = _ORIGINAL_ON_PARTITIONS_REVOKED  # type: ignore[method-assign]
-    Recovery.on_rebalance = _ORIGINAL_ON_REBALANCE  # type: ignore[method-assign]
-    if hasattr(Recovery, _MARK):
-        delattr(Recovery, _MARK)
-
-
-# -- 1. a timeout is not a stop -----------------------------------------------------------
 
 # What the recovery loop is waiting on, per Recovery instance: "read" while it waits for the
 # active changelog partitions to be read (the end-of-recovery signal), "step" during any
@@ -169,38 +145,55 @@ def _is_end_wait(recovery: Recovery, coro: Any) -> bool:
     )
 
 
-async def _wait(self: Recovery, coro: Any, timeout: Any = None) -> None:
-    signal = self.signal_recovery_start
-    setattr(self, _STEP, "read" if _is_end_wait(self, coro) else "step")
-    try:
-        result = await self.wait_first(coro, signal, timeout=timeout)  # type: ignore[arg-type]
-    finally:
-        setattr(self, _STEP, None)
-    if result.stopped:
-        if self.should_stop:
-            raise ServiceStopped()
-        # mode reports "nothing finished before the timeout" as stopped; faust would end
-        # its recovery loop for good here. Run the round again instead.
-        self.log.warning(
-            "Recovery step did not finish within %s s: restarting the recovery round",
-            timeout,
-        )
-        signal.set()
-        raise RebalanceAgain()
-    if signal in result.done:
-        raise RebalanceAgain()
+class ConnectorRecovery(Recovery):
+    """Faust's table recovery with the three fixes of this module."""
+
+    async def _wait(self, coro: Any, timeout: Any = None) -> None:
+        # Defect 1: a recovery step that times out ends table recovery for good.
+        signal = self.signal_recovery_start
+        setattr(self, _STEP, "read" if _is_end_wait(self, coro) else "step")
+        try:
+            result = await self.wait_first(coro, signal, timeout=timeout)  # type: ignore[arg-type]
+        finally:
+            setattr(self, _STEP, None)
+        if result.stopped:
+            if self.should_stop:
+                raise ServiceStopped()
+            # mode reports "nothing finished before the timeout" as stopped; faust would
+            # end its recovery loop for good here. Run the round again instead.
+            self.log.warning(
+                "Recovery step did not finish within %s s: restarting the recovery round",
+                timeout,
+            )
+            signal.set()
+            raise RebalanceAgain()
+        if signal in result.done:
+            raise RebalanceAgain()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # A revocation stopped the flow and paused everything; the assignment that follows
+        # (on_rebalance) starts the next round. Nothing to watch in between.
+        setattr(self, _REVOKING, True)
+        super().on_partitions_revoked(revoked)
+
+    async def on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        setattr(self, _REVOKING, False)
+        await super().on_rebalance(*args, **kwargs)
+
+    async def on_started(self) -> None:
+        # Defects 2 and 3: a round that stops receiving records, a missed end signal.
+        await super().on_started()
+        self.add_future(_watchdog(self))
 
 
-def _on_partitions_revoked(self: Recovery, revoked: Any) -> None:
-    # A revocation stopped the flow and paused everything; the assignment that follows
-    # (on_rebalance) starts the next round. Nothing to watch in between.
-    setattr(self, _REVOKING, True)
-    _ORIGINAL_ON_PARTITIONS_REVOKED(self, revoked)
+class ConnectorTableManager(TableManager):
+    """Faust's table manager, whose recovery service is :class:`ConnectorRecovery`."""
 
-
-async def _on_rebalance(self: Recovery, *args: Any, **kwargs: Any) -> None:
-    setattr(self, _REVOKING, False)
-    await _ORIGINAL_ON_REBALANCE(self, *args, **kwargs)
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = ConnectorRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 # -- 2. the watchdog ----------------------------------------------------------------------
@@ -252,11 +245,6 @@ def stalled_partitions(
         elif now - previous[1] >= stall_timeout_s:
             stalled.append(tp)
     return sorted(stalled)
-
-
-async def _on_started(self: Recovery) -> None:
-    await _ORIGINAL_ON_STARTED(self)
-    self.add_future(_watchdog(self))
 
 
 async def _watchdog(recovery: Recovery) -> None:
