@@ -48,6 +48,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from connector.settings import otel_environment
     from connector.tracing import configure as configure_tracing
 
+    from connector.kafka.compat import verify_libraries
+
+    # First: the Kafka adapter runs only on the library versions it was verified against.
+    verify_libraries()
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json, secrets=_secrets(settings))
     # Before joining the group: e.g. an empty key against a real vendor would dead-letter
