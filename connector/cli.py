@@ -43,12 +43,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from connector.app import create_app
     from connector.check import refuse_unsafe_start
+    from connector.kafka.compat import verify_libraries
     from connector.kafka_clients import ensure_topics
     from connector.logs import configure_logging
     from connector.settings import otel_environment
     from connector.tracing import configure as configure_tracing
-
-    from connector.kafka.compat import verify_libraries
 
     # First: the Kafka adapter runs only on the library versions it was verified against.
     verify_libraries()

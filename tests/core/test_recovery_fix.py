@@ -44,10 +44,9 @@ def installed() -> Iterator[None]:
 
 
 @pytest.fixture
-def vanilla() -> Iterator[None]:
+def vanilla() -> None:
     """faust's own Recovery: the upstream defects show on it."""
     _manager[0] = TableManager
-    yield
 
 
 class StubConsumer:
