@@ -66,7 +66,7 @@ from connector.kafka.intake import Fetched, Intake, Route
 from connector.kafka.recovery import ConnectorTableManager
 from connector.kafka_clients import ssl_context
 from connector.metrics import Metrics, update_lag
-from connector.processor import Processor
+from connector.pipeline import Processor
 from connector.ratelimit import RateLimiter
 from connector.settings import Settings
 from connector.vendors.base import VendorClient

@@ -46,6 +46,7 @@ from connector.vendors.base import CallResult, VendorClient, VendorRequest
 
 __all__ = [
     "AttemptReport",
+    "Attempts",
     "DeliveryOutcome",
     "Lease",
     "OrderedDispatcher",
@@ -101,6 +102,99 @@ class DeliveryOutcome:
     may_have_arrived: bool = False  # some failed attempt may have reached the vendor
 
 
+class Attempts:
+    """One request's attempts, driven by the caller: send, look at the report, back off.
+
+    The caller owns the loop, so its policy -- judge the event again before every
+    attempt, wait for the rate limit or the breaker, audit each failure -- runs in its
+    own code rather than as callbacks from here. :func:`deliver` is that loop with
+    hooks, for callers that need no more.
+    """
+
+    def __init__(
+        self,
+        request: VendorRequest,
+        client: VendorClient,
+        policy: RetryPolicy,
+        *,
+        http_slots: asyncio.Semaphore | None = None,
+        on_wire: Callable[[], AbstractContextManager[None]] | None = None,
+        on_rate_limited: Callable[[VendorRequest], None] | None = None,
+    ) -> None:
+        self._request = request
+        self._client = client
+        self._policy = policy
+        self._slots = http_slots if http_slots is not None else _NO_SLOT
+        self._on_wire = on_wire
+        self._on_rate_limited = on_rate_limited
+        self.deadline = time.monotonic() + policy.deadline_s  # monotonic
+        self.attempt = 0
+        self._last_error: DeliveryError | None = None
+        self.may_have_arrived = False  # some failed attempt may have reached the vendor
+        self._delay = 0.0
+
+    async def send(self) -> AttemptReport:
+        """One attempt. Never raises a DeliveryError: the report holds it.
+
+        Whatever else the client raises is a bug translated into a permanent error
+        that may have arrived (the guard stays careful).
+        """
+        request = self._request
+        self.attempt += 1
+        t0 = time.perf_counter()
+        error: DeliveryError | None = None
+        result: CallResult | None = None
+        try:
+            # The slot first: a job waiting for one is not on the wire, and must not
+            # send once its partition is revoked (on_wire checks that on entry).
+            async with self._slots:
+                with self._on_wire() if self._on_wire is not None else nullcontext():
+                    result = await self._client.send(request)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a client bug: never how an event ends unexplained
+            logger.exception("vendor client raised outside the error hierarchy")
+            error = PermanentDeliveryError(
+                f"internal error in the {request.vendor} client: {type(exc).__name__}",
+                may_have_arrived=True,
+            )
+        latency_ms = (time.perf_counter() - t0) * 1000
+        if error is None:
+            return AttemptReport(self.attempt, latency_ms, result, None, False)
+        self._last_error = error
+        self.may_have_arrived = self.may_have_arrived or error.may_have_arrived
+        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+        if isinstance(error, RateLimitedError) and self._on_rate_limited is not None:
+            self._on_rate_limited(request)
+        policy = self._policy
+        self._delay = policy.backoff(self.attempt, retry_after)
+        retryable = isinstance(error, RetryableDeliveryError)
+        in_budget = (
+            self.attempt < policy.max_attempts and time.monotonic() + self._delay <= self.deadline
+        )
+        return AttemptReport(self.attempt, latency_ms, None, error, retryable and in_budget)
+
+    async def backoff(self) -> None:
+        """Wait before the next attempt (after a report that will retry)."""
+        await asyncio.sleep(self._delay)
+
+    def outcome(self, report: AttemptReport) -> DeliveryOutcome:
+        """The outcome once ``report`` is the last attempt."""
+        if report.error is None:
+            return DeliveryOutcome(True, report.attempt, report.result, None, False)
+        exhausted = not isinstance(report.error, PermanentDeliveryError)
+        return DeliveryOutcome(
+            False, report.attempt, None, report.error, exhausted, self.may_have_arrived
+        )
+
+    def no_slot(self) -> DeliveryOutcome:
+        """The outcome when no attempt can start before the deadline (rate limit)."""
+        gave_up = self._last_error or RetryableDeliveryError(
+            "rate limit: no request slot before the retry deadline", may_have_arrived=False
+        )
+        return DeliveryOutcome(False, self.attempt, None, gave_up, True, self.may_have_arrived)
+
+
 async def deliver(
     request: VendorRequest,
     client: VendorClient,
@@ -118,58 +212,25 @@ async def deliver(
     its right to send and waits for its rate limit there); ``False`` means no
     attempt can start before the monotonic ``deadline``, which ends the retries.
     ``on_wire`` wraps the call itself, so that a revoke knows which jobs have a
-    request on the wire. Whatever else the client raises is a bug translated
-    into a permanent error that may have arrived (the guard stays careful).
+    request on the wire.
     """
-    started = time.monotonic()
-    deadline = started + policy.deadline_s
-    attempt = 0
-    last_error: DeliveryError | None = None
-    maybe = False
+    attempts = Attempts(
+        request,
+        client,
+        policy,
+        http_slots=http_slots,
+        on_wire=on_wire,
+        on_rate_limited=on_rate_limited,
+    )
     while True:
-        if before_attempt is not None and not await before_attempt(deadline):
-            gave_up = last_error or RetryableDeliveryError(
-                "rate limit: no request slot before the retry deadline", may_have_arrived=False
-            )
-            return DeliveryOutcome(False, attempt, None, gave_up, True, maybe)
-        attempt += 1
-        t0 = time.perf_counter()
-        error: DeliveryError | None = None
-        result: CallResult | None = None
-        try:
-            # The slot first: a job waiting for one is not on the wire, and must not
-            # send once its partition is revoked (on_wire checks that on entry).
-            async with http_slots if http_slots is not None else _NO_SLOT:
-                with on_wire() if on_wire is not None else nullcontext():
-                    result = await client.send(request)
-        except DeliveryError as exc:
-            error = exc
-        except Exception as exc:  # a client bug: never how an event ends unexplained
-            logger.exception("vendor client raised outside the error hierarchy")
-            error = PermanentDeliveryError(
-                f"internal error in the {request.vendor} client: {type(exc).__name__}",
-                may_have_arrived=True,
-            )
-        latency_ms = (time.perf_counter() - t0) * 1000
-        if error is None:
-            if on_attempt is not None:
-                await on_attempt(AttemptReport(attempt, latency_ms, result, None, False))
-            return DeliveryOutcome(True, attempt, result, None, False)
-        last_error = error
-        maybe = maybe or error.may_have_arrived
-        retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-        if isinstance(error, RateLimitedError) and on_rate_limited is not None:
-            on_rate_limited(request)
-        delay = policy.backoff(attempt, retry_after)
-        retryable = isinstance(error, RetryableDeliveryError)
-        in_budget = attempt < policy.max_attempts and time.monotonic() + delay <= deadline
-        will_retry = retryable and in_budget
+        if before_attempt is not None and not await before_attempt(attempts.deadline):
+            return attempts.no_slot()
+        report = await attempts.send()
         if on_attempt is not None:
-            await on_attempt(AttemptReport(attempt, latency_ms, None, error, will_retry))
-        if not will_retry:
-            exhausted = not isinstance(error, PermanentDeliveryError)
-            return DeliveryOutcome(False, attempt, None, error, exhausted, maybe)
-        await asyncio.sleep(delay)
+            await on_attempt(report)
+        if report.error is None or not report.will_retry:
+            return attempts.outcome(report)
+        await attempts.backoff()
 
 
 class _NoSlot:

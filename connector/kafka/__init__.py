@@ -21,7 +21,7 @@ Modules:
 
 May import: the pure core (:mod:`connector.offsets`, :mod:`connector.lifecycle`,
 :mod:`connector.audit`), settings and metrics; never the pipeline
-(:mod:`connector.processor`, :mod:`connector.delivery`) nor :mod:`connector.app`.
+(:mod:`connector.pipeline`, :mod:`connector.delivery`) nor :mod:`connector.app`.
 """
 
 __all__: list[str] = []

@@ -121,7 +121,7 @@ class OrderTable(faust.Table):
 
 
 class TableStore:
-    """:class:`connector.processor.StateStore` on the Faust table, with the decoded states cached.
+    """:class:`connector.pipeline.StateStore` on the Faust table, with the decoded states cached.
 
     An event reads its order's state up to three times (decide, re-check before each
     attempt, finish); decoding it from RocksDB each time was ~5% of a worker's CPU.

@@ -16,7 +16,7 @@ from connector.audit import AuditRecord, DeadLetter, SourceRef
 from connector.delivery import OrderedDispatcher
 from connector.errors import RetryableDeliveryError
 from connector.lifecycle import OrderState, OrderStatus, decode_state, encode_state
-from connector.processor import Processor
+from connector.pipeline import Processor
 from connector.settings import Settings
 from connector.vendors.base import CallResult, VendorRequest
 from tests.factories import make_event, record, target
@@ -82,10 +82,11 @@ async def ok(_: VendorRequest) -> CallResult:
 
 def build(
     behaviour: Callable[[VendorRequest], Awaitable[CallResult]] = ok,
+    **delivery: Any,
 ) -> tuple[Processor, Store, Sinks, Client, OrderedDispatcher]:
     settings = Settings(
         worker_id="w-test",
-        delivery={"backoff_initial_s": 0.01, "backoff_max_s": 0.02, "max_attempts": 3},
+        delivery={"backoff_initial_s": 0.01, "backoff_max_s": 0.02, "max_attempts": 3, **delivery},
     )
     store, sinks, client = Store(), Sinks(), Client(behaviour)
     dispatcher = OrderedDispatcher(100)
@@ -193,8 +194,9 @@ async def test_revoke_cancels_waiting_jobs_and_awaits_calls_on_the_wire() -> Non
             return CallResult(204)
         raise RetryableDeliveryError("503", http_status=503)
 
-    processor, store, sinks, client, dispatcher = build(slow_or_failing)
-    processor._policy = processor._policy.__class__(max_attempts=100, initial_s=0.05, max_s=0.05)
+    processor, store, sinks, client, dispatcher = build(
+        slow_or_failing, max_attempts=100, backoff_initial_s=0.05, backoff_max_s=0.05
+    )
     acked: list[int] = []
     wire = make_event("opened", target("comeet", order="on-wire"))
     retrying = make_event("opened", target("comeet", order="retrying"))
@@ -306,8 +308,7 @@ async def test_a_job_waiting_for_an_http_slot_sends_nothing_after_a_revoke() -> 
         await gate.wait()
         return CallResult(204)
 
-    processor, _, _, client, dispatcher = build(slow)
-    processor._http_slots = asyncio.Semaphore(1)
+    processor, _, _, client, dispatcher = build(slow, max_in_flight=1)
     acked: list[int] = []
     await feed(
         processor,

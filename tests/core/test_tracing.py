@@ -23,7 +23,7 @@ from connector.context import CURRENT, EventContext
 from connector.delivery import OrderedDispatcher
 from connector.logs import EventContextFilter, JsonFormatter, RedactingFilter, TextFormatter
 from connector.metrics import Metrics
-from connector.processor import PARKED_FROM_HEADER, Processor
+from connector.pipeline import PARKED_FROM_HEADER, Processor
 from connector.settings import Settings
 from connector.vendors.base import CallResult, VendorRequest, send_http
 from tests.core.test_processor import Sinks, Store
