@@ -54,6 +54,7 @@ from connector.lifecycle import OrderState, decode_state, encode_state
 from connector.metrics import Metrics, update_lag
 from connector.offsets import OffsetGuard, ReadOffsets
 from connector.processor import Processor
+from connector.rate_share import RateShare, share_rates
 from connector.ratelimit import RateLimiter
 from connector.recovery import install_recovery_fix
 from connector.settings import Settings, TopicSettings
@@ -283,6 +284,7 @@ class ConnectorApp:
     offsets: OffsetGuard | None = None
     store: _TableStore | None = None
     _reported: set[tuple[str, Any, int]] = field(default_factory=set)  # report_overdue's
+    rate_share: RateShare = field(default_factory=RateShare)  # connector.rate_share
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -302,7 +304,7 @@ class ConnectorApp:
                 clients,
                 _KafkaSinks(self._kafka_producer, settings.topics, self.metrics),
                 self.dispatcher,
-                limiter=RateLimiter.from_settings(settings),
+                limiter=RateLimiter.from_settings(settings, self.rate_share),
             )
             dispatcher = self.dispatcher
             consumer = self.app.consumer
@@ -502,6 +504,7 @@ def create_app(settings: Settings) -> ConnectorApp:
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)
     app.connector = connector
+    share_rates(connector)  # each worker's share of the rate limits, per assignment
     app.managed_topics = {t.events, t.parking}
     app.isolation_level = settings.kafka.isolation_level
 
