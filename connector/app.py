@@ -67,6 +67,7 @@ from connector.kafka.recovery import ConnectorTableManager
 from connector.kafka_clients import ssl_context
 from connector.metrics import Metrics, update_lag
 from connector.pipeline import Processor
+from connector.rate_share import RateShare, share_rates
 from connector.ratelimit import RateLimiter
 from connector.settings import Settings
 from connector.vendors.base import VendorClient
@@ -114,6 +115,7 @@ class ConnectorApp:
     commits: Commits | None = None
     store: TableStore | None = None
     _reported: set[tuple[str, Any, int]] = field(default_factory=set)  # report_overdue's
+    rate_share: RateShare = field(default_factory=RateShare)  # connector.rate_share
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -133,7 +135,7 @@ class ConnectorApp:
                 clients,
                 KafkaSinks(self._kafka_producer, settings.topics, self.metrics),
                 self.dispatcher,
-                limiter=RateLimiter.from_settings(settings),
+                limiter=RateLimiter.from_settings(settings, self.rate_share),
             )
             dispatcher = self.dispatcher
             consumer = self.app.consumer
@@ -338,6 +340,7 @@ def create_app(settings: Settings) -> ConnectorApp:
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)
     app.connector = connector
+    share_rates(connector)  # each worker's share of the rate limits, per assignment
     app.managed_topics = {t.events, t.parking}
     app.isolation_level = settings.kafka.isolation_level
 

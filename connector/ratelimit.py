@@ -6,10 +6,19 @@ vendor (``CONNECTOR_KOMBO__RATE_LIMIT_PER_S`` / ``…_BURST``, ``CONNECTOR_COMEE
 apply to each of that vendor's targets. A vendor whose own rate is 0 uses the delivery-wide
 pair (``CONNECTOR_DELIVERY__RATE_LIMIT_PER_S`` / ``…_BURST``); 0 there too means no limit.
 
-**Limits are per worker.** Every worker keeps its own buckets and workers do not
-coordinate, so N workers may together send up to N times the rate (and N bursts) to one
-target. To stay under a vendor's limit, configure its limit divided by the number of
-workers.
+**Limits are shared by partition.** The configured rate and burst are what the vendor
+allows the whole deployment. Workers do not talk to each other; each takes a *share* of
+every target's rate and burst, the fraction of the events topic's partitions it owns
+(:mod:`connector.rate_share` sets it at every rebalance through :meth:`RateLimiter.set_share`;
+parked events live on the co-partitioned parking topic, so the same share covers them).
+The shares of all workers add up to 1, so together they send at most the configured rate
+when a target's events spread evenly over the partitions, which keys of many orders do.
+Worst case, one target's events all sit on the partitions of one worker: that worker
+sends at its share (the target gets less than it could, never more), and no assignment
+ever lets the workers together exceed the configured rate and burst. Trading that
+under-use for no coordination at all (no shared store, no extra round trip per call, no
+new failure mode) is the point: the vendor's limit is never the thing that breaks, and
+a 429 still adapts the one worker that got it (below).
 
 Waiting: :meth:`RateLimiter.acquire` queues the callers of one target in FIFO order. One
 timer per target (a small task that exists only while callers wait) wakes when the next
@@ -21,9 +30,10 @@ that gets no token by then gets ``False`` and has taken none. A caller cancelled
 was handed a token gives the token back.
 
 Adapting: a 429 halves the target's rate for :data:`COOL_DOWN_S` (never below
-:data:`FLOOR_PER_S`) and drops the tokens saved up; when the cool-down ends the configured
-rate applies again. A target without a limit is held to :data:`UNLIMITED_AFTER_429_PER_S`
-after its first 429, halving on further ones, until it cools down.
+:data:`FLOOR_PER_S`, nor above the rate in effect) and drops the tokens saved up; when the
+cool-down ends the worker's share of the configured rate applies again. A target without
+a limit is held to :data:`UNLIMITED_AFTER_429_PER_S` after its first 429, halving on
+further ones, until it cools down (a share applies only to configured limits).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from connector.rate_share import RateShare
 from connector.settings import Settings
 from connector.vendors.base import VendorRequest
 
@@ -119,6 +130,14 @@ class TokenBucket:
             due = min(due, self.throttled_until)
         return due
 
+    def reshape(self, rate: float, burst: float, now: float) -> None:
+        """A new configured rate and burst (a new share); a cool-down keeps its lower rate."""
+        self.refill(now)
+        self.base_rate = rate
+        self.burst = burst
+        self.rate = min(self.rate, rate) if self.throttled_until else rate
+        self.tokens = min(self.tokens, burst)
+
     def give_back(self) -> None:
         """Return a token taken by a caller that did not use it."""
         if self.rate > 0:
@@ -128,7 +147,8 @@ class TokenBucket:
         """A 429: halve the rate for a cool-down and drop saved-up tokens."""
         self.refill(now)
         current = self.rate or UNLIMITED_AFTER_429_PER_S * 2
-        self.rate = max(FLOOR_PER_S, current / 2)
+        # The floor never raises a rate: a small share may already be below it.
+        self.rate = max(min(FLOOR_PER_S, current), current / 2)
         self.throttled_until = now + COOL_DOWN_S
         self.tokens = min(self.tokens, 0.0)
 
@@ -243,17 +263,56 @@ class RateLimiter:
         self._sleep = sleep
         self._targets: dict[tuple[str, str], _Target] = {}
         self._arrivals = itertools.count()
+        self._share = 1.0  # this worker's fraction of every configured limit
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateLimiter:
-        return cls(vendor_limits(settings))
+    def from_settings(cls, settings: Settings, share: RateShare | None = None) -> RateLimiter:
+        """The limiter for ``settings``; ``share``, if given, sets its share now and later."""
+        limiter = cls(vendor_limits(settings))
+        if share is not None:
+            share.attach(limiter)
+        return limiter
+
+    # -- this worker's share -----------------------------------------------------------------
+    @property
+    def share(self) -> float:
+        return self._share
+
+    def set_share(self, fraction: float) -> None:
+        """Apply ``fraction`` (0 < f <= 1) of every configured rate and burst from now on.
+
+        Buckets already made take the new rate and burst at once (tokens above the new
+        burst are dropped; a cool-down keeps its lower rate until it ends), and their
+        waiting callers are served at the new rate.
+        """
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"a share is a fraction in (0, 1], not {fraction}")
+        if fraction == self._share:
+            return
+        self._share = fraction
+        now = self._clock()
+        for (vendor, _), target in self._targets.items():
+            if vendor not in self._limits or self._limits[vendor][0] <= 0:
+                continue  # no configured limit: nothing to share
+            rate, burst = self._limit(vendor)
+            target.bucket.reshape(rate, burst, now)
+            if target.timer is not None:
+                self._start_timer(target)  # it may sleep for a token at the old rate
+
+    def _limit(self, vendor: str) -> tuple[float, float]:
+        """``vendor``'s (rate, burst) for this worker: its share of the configured pair."""
+        rate, burst = self._limits.get(vendor, (0.0, float(DEFAULT_BURST)))
+        if rate <= 0:
+            return rate, burst
+        # A bucket needs room for one whole token, whatever the share.
+        return rate * self._share, max(1.0, burst * self._share)
 
     # -- targets -----------------------------------------------------------------------------
     def _target(self, request: VendorRequest) -> _Target:
         key = (request.vendor, request.limit_key or request.vendor)
         target = self._targets.get(key)
         if target is None:
-            rate, burst = self._limits.get(request.vendor, (0.0, float(DEFAULT_BURST)))
+            rate, burst = self._limit(request.vendor)
             bucket = TokenBucket(rate=rate, burst=burst, now=self._clock())
             target = self._targets[key] = _Target(bucket)
         return target

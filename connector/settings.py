@@ -191,7 +191,8 @@ class KomboSettings(BaseModel):
     api_key_file: str | None = None
     region: Literal["eu", "us"] = "eu"
     base_url: str = ""
-    # Requests/s to each Kombo integration, per worker; 0 = the delivery-wide limit applies.
+    # Requests/s to each Kombo integration, for the whole deployment (each worker takes the
+    # share its partitions carry, connector.rate_share); 0 = the delivery-wide limit applies.
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
     on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE
@@ -220,7 +221,8 @@ class ComeetSettings(BaseModel):
     token: SecretStr = SecretStr("")
     token_file: str | None = None
     base_url: str = "https://api.comeet.co"
-    # Requests/s to Comeet, per worker; 0 = the delivery-wide limit applies.
+    # Requests/s to Comeet, for the whole deployment (shared by partition like Kombo's);
+    # 0 = the delivery-wide limit applies.
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
     on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE

@@ -13,11 +13,17 @@ Rule semantics:
   on a random share of matching requests; give ``seed`` for a reproducible
   sequence (otherwise the injector-wide RNG is used, itself seedable).
 - Kinds: ``error`` (an HTTP status, default 503, optional vendor error code),
-  ``rate_limit`` (429 with a ``Retry-After`` header in whole seconds), ``latency``
+  ``rate_limit`` (429 with a ``Retry-After`` header in whole seconds; with ``per_s`` it
+  is the vendor's rate limit, below), ``latency``
   (delay only, the request is then served normally), ``drop`` (the connection is
   closed without a response) and ``outage`` (every matching request answers 503
   for ``duration_s`` seconds from when the rule is added, then the rule expires).
 - ``latency_ms`` may be set on any kind: the answer is delayed by that much.
+- A ``rate_limit`` rule with ``per_s`` enforces a rate: every target (integration or
+  evaluation id) has its own token bucket of ``per_s`` tokens a second holding at most
+  ``burst`` (default: one second's worth), a request within it takes a token and is
+  served, a request beyond it answers 429. ``count`` then counts the 429s. The request
+  log shows them (``status_code`` 429), so a test counts what went over the limit.
 - All matching latency is added up; the first matching terminal rule (error,
   rate_limit, drop, outage) wins and later terminal rules are not consumed.
 
@@ -78,6 +84,10 @@ class FaultSpec(BaseModel):
     probability: float = Field(default=1.0, ge=0, le=1)
     seed: int | None = None
     duration_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    per_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="rate_limit: allowed requests/s"
+    )
+    burst: int | None = Field(default=None, ge=1, description="rate_limit with per_s: bucket")
 
     @model_validator(mode="after")
     def _fits_kind(self) -> FaultSpec:
@@ -90,6 +100,10 @@ class FaultSpec(BaseModel):
             raise ValueError("duration_s: only allowed for an outage")
         if kind == "rate_limit" and self.status not in (None, 429):
             raise ValueError("status: a rate_limit fault always answers 429")
+        if kind != "rate_limit" and (self.per_s is not None or self.burst is not None):
+            raise ValueError("per_s/burst: only allowed for a rate_limit fault")
+        if self.burst is not None and self.per_s is None:
+            raise ValueError("burst: needs per_s")
         if kind in ("latency", "drop") and (
             self.status is not None or self.code is not None or self.retry_after_s is not None
         ):
@@ -124,9 +138,11 @@ class _Rule:
     """A spec plus its runtime state; kept flat for the per-request loop."""
 
     __slots__ = (
+        "buckets",
         "expires_at",
         "fault",
         "id",
+        "meter",
         "probability",
         "remaining",
         "rng",
@@ -143,6 +159,11 @@ class _Rule:
         self.probability = spec.probability
         self.rng = random.Random(spec.seed) if spec.seed is not None else rng
         self.terminal = spec.kind in _TERMINAL_KINDS
+        # (per_s, burst) of an enforced rate, and each target's (tokens, as of when).
+        self.meter = (
+            None if spec.per_s is None else (spec.per_s, float(spec.burst or max(1, spec.per_s)))
+        )
+        self.buckets: dict[str | None, tuple[float, float]] = {}
         self.expires_at = (
             time.monotonic() + spec.duration_s if spec.duration_s is not None else None
         )
@@ -160,6 +181,18 @@ class _Rule:
             delay_s=spec.latency_ms / 1000.0,
             drop=spec.kind == "drop",
         )
+
+    def within_rate(self, target: str | None, now: float) -> bool:
+        """Take a token of ``target``'s bucket if it has one (an enforced rate only)."""
+        assert self.meter is not None
+        per_s, burst = self.meter
+        tokens, since = self.buckets.get(target, (burst, now))
+        tokens = min(burst, tokens + (now - since) * per_s)
+        if tokens >= 1.0 - 1e-9:  # float sums of per_s * elapsed fall short by ulps
+            self.buckets[target] = (tokens - 1.0, now)
+            return True
+        self.buckets[target] = (tokens, now)
+        return False
 
     def describe(self, now: float) -> dict[str, Any]:
         out = self.spec.model_dump()
@@ -240,7 +273,10 @@ class FaultInjector:
         probability: float = 1.0,
         seed: int | None = None,
         message: str | None = None,
+        per_s: float | None = None,
+        burst: int | None = None,
     ) -> str:
+        """429s: every matching request, or with ``per_s`` only those above that rate."""
         return self.add(
             FaultSpec(
                 kind="rate_limit",
@@ -251,6 +287,8 @@ class FaultInjector:
                 probability=probability,
                 seed=seed,
                 message=message,
+                per_s=per_s,
+                burst=burst,
             )
         )
 
@@ -370,6 +408,11 @@ class FaultInjector:
                 continue
             if chosen is not None and rule.terminal:
                 continue
+            if rule.meter is not None:
+                if not now:
+                    now = time.monotonic()
+                if rule.within_rate(target, now):
+                    continue
             if rule.probability < 1.0 and rule.rng.random() >= rule.probability:
                 continue
             if rule.remaining is not None:

@@ -399,3 +399,60 @@ def test_bad_limits_are_refused() -> None:
         RateLimiter({"kombo": (-1, 5)})
     with pytest.raises(ValueError):
         RateLimiter({"kombo": (5, 0)})
+
+
+# -- this worker's share ----------------------------------------------------------------------
+async def test_a_share_scales_rate_and_burst_of_new_and_existing_buckets() -> None:
+    fake = FakeTime()
+    limiter = limiter_on(fake, {"kombo": (20, 8)})
+    before = limiter.bucket(kombo("a"))
+    limiter.set_share(0.25)
+    assert (before.rate, before.burst, before.tokens) == (5, 2, 2)  # saved-up tokens capped
+    after = limiter.bucket(kombo("b"))
+    assert (after.rate, after.burst) == (5, 2)
+    # A tiny share still leaves room for one whole token.
+    limiter.set_share(0.01)
+    assert (after.rate, after.burst) == (pytest.approx(0.2), 1)
+    limiter.set_share(1.0)
+    assert (after.rate, after.burst) == (20, 8)
+    assert limiter.bucket(COMEET).rate == 0  # no configured limit: nothing to share
+
+
+async def test_a_share_paces_the_callers_already_waiting() -> None:
+    fake = FakeTime()
+    limiter = limiter_on(fake, {"kombo": (10, 1)})
+    limiter.set_share(0.5)  # 5/s
+    waiters = Waiters(fake)
+    for _ in range(21):
+        waiters.start(limiter, kombo())
+    await fake.advance(2.1)
+    assert len(waiters.granted()) == 1 + 10  # the burst, then 5/s
+    limiter.set_share(1.0)  # a timer asleep for the next 5/s token wakes for 10/s
+    await fake.advance(0.9)
+    assert len(waiters.granted()) == 20  # 9 more at 10/s, where 5/s gives 4 or 5
+    await fake.advance(0.2)
+    assert len(waiters.granted()) == 21
+    await waiters.close()
+
+
+def test_a_429_never_raises_a_small_share_to_the_floor() -> None:
+    bucket = TokenBucket(rate=FLOOR_PER_S / 4, burst=1, now=0.0)
+    bucket.throttle(0.0)
+    assert bucket.rate == FLOOR_PER_S / 4
+
+
+def test_a_new_share_during_a_cool_down_keeps_the_lower_rate() -> None:
+    bucket = TokenBucket(rate=20, burst=4, now=0.0)
+    bucket.throttle(0.0)  # 10/s
+    bucket.reshape(15, 3, 1.0)
+    assert bucket.rate == 10
+    bucket.reshape(5, 1, 2.0)
+    assert bucket.rate == 5
+    bucket.refill(COOL_DOWN_S + 1)
+    assert bucket.rate == 5  # the new share, not the old configured rate
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_a_share_is_a_fraction(fraction: float) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter({"kombo": (10, 1)}).set_share(fraction)

@@ -111,11 +111,33 @@ def test_remove_and_clear() -> None:
         {"kind": "error", "count": 0},
         {"kind": "explode"},
         {"kind": "error", "colour": "red"},
+        {"kind": "error", "per_s": 5},
+        {"kind": "rate_limit", "burst": 5},
+        {"kind": "rate_limit", "per_s": 0},
     ],
 )
 def test_invalid_specs_are_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         FaultSpec.model_validate(fields)
+
+
+def test_an_enforced_rate_answers_429_only_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("connector.sandbox.faults.time.monotonic", lambda: now[0])
+    faults = FaultInjector()
+    faults.add_rate_limit(per_s=10, burst=3)
+
+    def limited(target: str = "i-1") -> bool:
+        fault = faults.decide(target)
+        return fault is not None and fault.status == 429
+
+    assert [limited() for _ in range(4)] == [False, False, False, True]  # the burst
+    assert not limited("i-2")  # each target has its own bucket
+    now[0] += 0.1
+    assert [limited(), limited()] == [False, True]  # 10/s: one token in 0.1 s
+    now[0] += 10.0
+    assert sum(not limited() for _ in range(10)) == 3  # saved up: the burst, no more
+    assert len(faults.rules()) == 1  # an enforced rate stays
 
 
 @pytest.mark.parametrize("ms", [-1, float("nan"), float("inf"), True])
