@@ -66,7 +66,7 @@ from connector.errors import (
     RetryableDeliveryError,
     RevokedError,
 )
-from connector.events import ComeetTarget, Event, KomboIntegrationTarget, KomboTarget, parse_record
+from connector.events import Event, Target, parse_record
 from connector.lifecycle import (
     Decision,
     Mark,
@@ -135,7 +135,7 @@ class _Park(Exception):
     """The target's circuit opened while the event was being retried."""
 
 
-def _target_fields(target: KomboTarget | ComeetTarget | KomboIntegrationTarget) -> dict[str, str]:
+def _target_fields(target: Target) -> dict[str, str]:
     return target.model_dump(exclude={"vendor"})
 
 
