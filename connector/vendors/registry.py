@@ -43,6 +43,7 @@ __all__ = [
     "order_key_prefixes",
     "register",
     "secret_values",
+    "split_key",
     "target_nouns",
     "unregister",
     "vendor_of",
@@ -193,6 +194,19 @@ def key_form(order_key: str) -> tuple[Vendor, KeyForm] | None:
             if form.head == head:
                 return vendor, form
     return None
+
+
+def split_key(order_key: str) -> tuple[str, str, str] | None:
+    """(head, middle, last field) of an order key whose form has fields before its last
+    (a Kombo order's ``kombo``, integration id, order id); None for any other key."""
+    found = key_form(order_key)
+    if found is None or len(found[1].fields) < 2:
+        return None
+    form = found[1]
+    parts = form.parts(order_key)
+    if len(parts) != len(form.fields):
+        return None
+    return form.head, "|".join(parts[:-1]), parts[-1]
 
 
 def vendor_of(order_key: str) -> str:
