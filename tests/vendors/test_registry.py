@@ -1,8 +1,6 @@
-"""The vendor registry's dispatch, and exhaustive handling of event types.
-
-An event type the code does not know must never be treated as OPEN, and an event whose
-vendor no module registered must never go to another vendor (it used to go to Kombo).
-"""
+"""The vendor registry: key forms, registration rules, and mypy's check of exhaustive
+branches on the event type (the runtime side: tests/vendors/test_mapping.py and
+tests/core/test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -10,59 +8,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
-from connector import vendors
-from connector.errors import InvalidEventError, UnknownVendorError
-from connector.events import ComeetTarget, KomboTarget
-from connector.lifecycle import status_after
-from connector.vendors import comeet, kombo, registry
+from connector.errors import UnknownVendorError
+from connector.vendors import kombo, registry
 from connector.vendors.registry import KeyForm, Vendor
 
 ROOT = Path(__file__).resolve().parents[2]
-
-KOMBO = KomboTarget(vendor="kombo", integration_id="workday:ACME1", assessment_order_id="o-1")
-COMEET = ComeetTarget(vendor="comeet", evaluation_id="e-1")
-
-
-def unknown_type(target: Any) -> Any:
-    """An event of a type this code does not know (as a newer schema might bring)."""
-    return SimpleNamespace(
-        type="order.reopened",
-        event_id="evt-1",
-        target=target,
-        result_url="https://vendor.example/tests/1",
-    )
-
-
-def test_an_unknown_event_type_never_becomes_open() -> None:
-    with pytest.raises(AssertionError):
-        status_after(unknown_type(KOMBO))
-
-
-@pytest.mark.parametrize(
-    ("map_event", "target"),
-    [(kombo.map_event, KOMBO), (comeet.map_event, COMEET), (vendors.map_event, KOMBO)],
-    ids=["kombo", "comeet", "dispatch"],
-)
-def test_an_unknown_event_type_is_never_mapped_as_an_open_update(map_event, target) -> None:
-    with pytest.raises(AssertionError):
-        map_event(unknown_type(target))
-
-
-def test_an_unknown_vendor_is_a_typed_permanent_error_never_kombo() -> None:
-    # Kombo's fields, another vendor's name: it once fell through to Kombo's mapping.
-    target = SimpleNamespace(vendor="zeta", integration_id="w:1", assessment_order_id="o-1")
-    event = SimpleNamespace(type="order.opened", target=target, result_url="https://x.example/")
-    with pytest.raises(UnknownVendorError) as raised:
-        vendors.map_event(event)  # type: ignore[arg-type]
-    assert isinstance(raised.value, InvalidEventError)  # dead-lettered, never retried
-    assert raised.value.code == "unknown_vendor"
-    with pytest.raises(UnknownVendorError):
-        registry.get("zeta")
 
 
 def test_the_built_in_vendors_are_registered_with_their_key_forms() -> None:
@@ -74,6 +27,11 @@ def test_the_built_in_vendors_are_registered_with_their_key_forms() -> None:
     assert registry.split_key("kombo|w:1|o|x") == ("kombo", "w:1", "o|x")
     assert registry.split_key("comeet|a|b") is None  # an evaluation id may hold "|"
     assert registry.vendor_of("kombo-packages|w:1") == "kombo"
+
+
+def test_get_names_the_unknown_vendor() -> None:
+    with pytest.raises(UnknownVendorError, match="zeta"):
+        registry.get("zeta")
 
 
 def test_a_vendor_name_or_key_head_is_registered_once() -> None:
