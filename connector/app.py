@@ -70,9 +70,8 @@ from connector.pipeline import Processor
 from connector.rate_share import RateShare, share_rates
 from connector.ratelimit import RateLimiter
 from connector.settings import Settings
+from connector.vendors import build_clients
 from connector.vendors.base import VendorClient
-from connector.vendors.comeet import ComeetClient
-from connector.vendors.kombo import KomboClient
 
 __all__ = ["ConnectorApp", "create_app"]
 
@@ -122,10 +121,7 @@ class ConnectorApp:
             settings = self.settings
             self.store = TableStore(self.table, self._kafka_producer)
             self.http = build_http_client(settings.delivery)
-            clients: dict[str, VendorClient] = {
-                "kombo": KomboClient(self.http, settings.kombo),
-                "comeet": ComeetClient(self.http, settings.comeet),
-            }
+            clients: dict[str, VendorClient] = build_clients(self.http, settings)
             self.dispatcher = OrderedDispatcher(
                 settings.delivery.max_pending, settings.delivery.max_in_flight_bytes
             )

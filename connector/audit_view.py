@@ -32,6 +32,7 @@ from aiokafka.partitioner import murmur2
 from connector.audit import Outcome
 from connector.kafka_clients import consumer
 from connector.settings import Settings
+from connector.vendors import registry as vendor_registry
 
 __all__ = [
     "OUTCOMES",
@@ -57,7 +58,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OUTCOMES = tuple(o.value for o in Outcome)
-ORDER_KEY_PREFIXES = ("kombo|", "comeet|", "kombo-packages|")
 
 # Where to start reading: the first record, the end (only what comes next), or the
 # first record at or after a time.
@@ -72,11 +72,10 @@ def partition_for_key(key: str | bytes, partitions: int) -> int:
 
 
 def vendor_of(order_key: str | None) -> str | None:
-    """``kombo`` or ``comeet`` from an order key (``kombo-packages|…`` is Kombo)."""
+    """The vendor of an order key, by the registry (``kombo-packages|…`` is Kombo)."""
     if not order_key:
         return None
-    head = order_key.split("|", 1)[0]
-    return "kombo" if head.startswith("kombo") else head
+    return vendor_registry.vendor_of(order_key)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
@@ -122,7 +121,8 @@ class AuditFilter:
 
 def is_order_key(text: str) -> bool:
     """A whole order key (``kombo|<integration>|<order>``, ``comeet|<id>``, …)."""
-    return text.startswith(ORDER_KEY_PREFIXES) and len(text) > text.index("|") + 1
+    prefixes = vendor_registry.order_key_prefixes()
+    return text.startswith(prefixes) and len(text) > text.index("|") + 1
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -196,15 +196,16 @@ def _clip(text: str, width: int) -> str:
 def show_key(key: str, width: int) -> str:
     """An order key in ``width`` columns without ever cutting the order id.
 
-    Only the integration id, in the middle of a Kombo key, is elided (its middle);
+    Only the middle of a key is elided (a Kombo key's integration id, or whatever a
+    vendor's key form holds between its head and its last field);
     a key whose order id alone is wider than the column is shown whole, and the
     row grows: an operator must be able to copy the id from the table.
     """
     if len(key) <= width:
         return key
-    parts = key.split("|", 2)
-    if parts[0] == "kombo" and len(parts) == 3:
-        vendor, integration, order = parts
+    split = vendor_registry.split_key(key)
+    if split is not None:
+        vendor, integration, order = split
         room = width - len(vendor) - len(order) - 2
         if room >= 3:
             head = (room - 1) // 2
@@ -389,7 +390,7 @@ def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="one order: its whole key (only its partition is read), or a part of keys",
     )
-    parser.add_argument("--vendor", choices=["kombo", "comeet"])
+    parser.add_argument("--vendor", choices=vendor_registry.names())
     parser.add_argument("--outcome", choices=OUTCOMES)
     parser.add_argument("--terminal", action="store_true", help="final outcomes only")
     parser.add_argument(
@@ -424,8 +425,8 @@ def tail_command(settings: Settings, args: argparse.Namespace) -> int:
     exact = bool(args.order) and is_order_key(args.order)
     if args.order and not exact:
         print(
-            f"--order {args.order!r} is not a whole order key (kombo|<integration>|<order>, "
-            "comeet|<evaluation>): every partition is scanned for it",
+            f"--order {args.order!r} is not a whole order key "
+            f"({', '.join(vendor_registry.order_key_forms())}): every partition is scanned for it",
             file=sys.stderr,
         )
     keep = AuditFilter(

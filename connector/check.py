@@ -11,10 +11,11 @@ Checks, in order, each printed as one line (``ok``, ``warn``, ``skip`` or
 3. the connector's topics exist, and the co-partitioned ones (events,
    parking, control, the table changelog) agree on their partition count
    (:func:`connector.kafka_clients.verify_partition_counts`);
-4. each vendor credential, where a harmless call allows it: Kombo's
-   ``GET /check-api-key`` (documented by Kombo, read-only) for the default key
-   and every named account. Comeet documents no read-only call (its one
-   endpoint changes an evaluation's status), so its token is not checked.
+4. each vendor credential, where a harmless call allows it: each registered vendor's
+   ``probe`` (:mod:`connector.vendors.registry`). Kombo's is ``GET /check-api-key``
+   (documented by Kombo, read-only) for the default key and every named account;
+   Comeet documents no read-only call (its one endpoint changes an evaluation's
+   status), so its token is not checked.
 
 Exit code 0 when nothing failed, 2 otherwise. ``connector worker`` runs the
 static part (:func:`refuse_unsafe_start`) before it joins the group.
@@ -23,16 +24,15 @@ static part (:func:`refuse_unsafe_start`) before it joins the group.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
 from connector.config_errors import ConfigError, load_settings, unknown_variables
 from connector.settings import Settings, otel_environment
+from connector.vendors import registry
+from connector.vendors.checks import Check, is_local_url
 
 __all__ = [
     "BROKER_TIMEOUT_S",
@@ -49,66 +49,15 @@ BROKER_TIMEOUT_S = 15.0
 VENDOR_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    name: str
-    status: str  # ok | warn | skip | FAIL
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.name:<11} {self.status:<5} {self.detail}"
-
-
-def is_local_url(url: str) -> bool:
-    """A URL on this machine (the sandboxes, a local mock): no real vendor behind it."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _url_problem(variable: str, url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return (
-            f"{variable}={url!r}: not an http(s) URL; "
-            "fix: set the vendor's base URL, e.g. https://api.comeet.co"
-        )
-    return None
-
-
 def static_problems(settings: Settings) -> tuple[list[str], list[str]]:
     """(errors, warnings) found without the network."""
     errors: list[str] = []
     warnings: list[str] = []
-    kombo, comeet = settings.kombo, settings.comeet
-    if kombo.base_url and (problem := _url_problem("CONNECTOR_KOMBO__BASE_URL", kombo.base_url)):
-        errors.append(problem)
-    if problem := _url_problem("CONNECTOR_COMEET__BASE_URL", comeet.base_url):
-        errors.append(problem)
-    # An empty credential against a real vendor dead-letters every event as a 401.
-    if not kombo.api_key.get_secret_value() and not is_local_url(kombo.url):
-        where = (
-            "CONNECTOR_KOMBO__BASE_URL"
-            if kombo.base_url
-            else f"CONNECTOR_KOMBO__REGION={kombo.region}"
-        )
-        line = (
-            f"CONNECTOR_KOMBO__API_KEY: empty while Kombo calls go to {kombo.url} ({where}); "
-            "fix: set CONNECTOR_KOMBO__API_KEY or CONNECTOR_KOMBO__API_KEY_FILE"
-        )
-        # With named accounts the default key only serves integrations none of them lists.
-        (warnings if kombo.accounts else errors).append(line)
-    if not comeet.token.get_secret_value() and not is_local_url(comeet.url):
-        line = (
-            f"CONNECTOR_COMEET__TOKEN: empty while Comeet calls go to {comeet.url} "
-            "(CONNECTOR_COMEET__BASE_URL); "
-            "fix: set CONNECTOR_COMEET__TOKEN or CONNECTOR_COMEET__TOKEN_FILE"
-        )
-        (warnings if comeet.customers else errors).append(line)
+    for vendor in registry.entries():
+        if vendor.config_problems is not None:
+            own_errors, own_warnings = vendor.config_problems(settings)
+            errors += own_errors
+            warnings += own_warnings
     if not settings.kafka.bootstrap_servers:
         errors.append(
             "KAFKA_BOOTSTRAP_SERVERS: not set; fix: set it (or CONNECTOR_KAFKA__BOOTSTRAP_SERVERS) "
@@ -198,61 +147,11 @@ async def _verify_partition_counts(settings: Settings) -> Mapping[str, int]:
     return await verify_partition_counts(settings)
 
 
-async def _kombo_key(
-    http: httpx.AsyncClient, name: str, variable: str, url: str, key: str
-) -> Check:
-    if not key:
-        return Check(name, "skip", f"{variable} is empty")
-    try:
-        response = await http.get(
-            f"{url}/check-api-key", headers={"Authorization": f"Bearer {key}"}
-        )
-    except httpx.HTTPError as exc:
-        where = variable.replace("API_KEY", "BASE_URL")
-        return Check(
-            name, "FAIL", f"{url} did not answer ({type(exc).__name__}); fix: check {where}"
-        )
-    if response.status_code == 200:
-        return Check(name, "ok", f"{variable} accepted by {url}/check-api-key")
-    if response.status_code in (401, 403):
-        return Check(
-            name,
-            "FAIL",
-            f"{variable}: rejected by {url} (HTTP {response.status_code}); "
-            f"fix: set the key from Kombo's dashboard (Secrets) for this region or environment",
-        )
-    return Check(name, "warn", f"{url}/check-api-key answered HTTP {response.status_code}")
-
-
 async def _vendors(settings: Settings) -> list[Check]:
-    kombo = settings.kombo
     async with httpx.AsyncClient(timeout=VENDOR_TIMEOUT_S, follow_redirects=False) as http:
-        jobs = [
-            _kombo_key(
-                http,
-                "kombo",
-                "CONNECTOR_KOMBO__API_KEY",
-                kombo.url,
-                kombo.api_key.get_secret_value(),
-            )
-        ]
-        for name, account in sorted(kombo.accounts.items()):
-            variable = f"CONNECTOR_KOMBO__ACCOUNTS__{name.upper()}__API_KEY"
-            jobs.append(
-                _kombo_key(
-                    http, f"kombo:{name}", variable, account.url, account.api_key.get_secret_value()
-                )
-            )
-        checks = list(await asyncio.gather(*jobs))
-    checks.append(
-        Check(
-            "comeet",
-            "skip",
-            "token not checked: Comeet documents no harmless call (its only endpoint "
-            "changes an evaluation)",
-        )
-    )
-    return checks
+        probes = [v.probe(http, settings) for v in registry.entries() if v.probe is not None]
+        found = await asyncio.gather(*probes)
+    return [check for checks in found for check in checks]
 
 
 def run_checks() -> int:

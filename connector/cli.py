@@ -210,12 +210,14 @@ def cmd_order(args: argparse.Namespace) -> int:
 
 def cmd_target(args: argparse.Namespace) -> int:
     from connector.control import read_control, set_paused
+    from connector.vendors import registry as vendor_registry
 
     settings = get_settings()
     _require_broker(settings)
     if args.action in ("pause", "resume"):
         if not args.target:
-            print("connector: give the target, e.g. kombo|workday:ACME1 or comeet", file=sys.stderr)
+            forms = " or ".join(vendor_registry.limit_key_forms())
+            print(f"connector: give the target: {forms}", file=sys.stderr)
             return 2
         paused = args.action == "pause"
         asyncio.run(set_paused(settings, args.target, paused, args.reason or ""))
@@ -278,11 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_arguments(order)
     order.set_defaults(func=cmd_order)
 
-    tgt = sub.add_parser(
-        "target", help="pause, resume or list targets (a Kombo integration, or Comeet)"
-    )
+    from connector.vendors import registry as vendor_registry
+
+    nouns = ", or ".join(vendor_registry.target_nouns())
+    tgt = sub.add_parser("target", help=f"pause, resume or list targets ({nouns})")
     tgt.add_argument("action", choices=["pause", "resume", "list"])
-    tgt.add_argument("target", nargs="?", help="kombo|<integration_id> or comeet")
+    tgt.add_argument("target", nargs="?", help=" or ".join(vendor_registry.limit_key_forms()))
     tgt.add_argument("--reason", help="why (goes to the audit trail)")
     tgt.add_argument("--json", action="store_true")
     tgt.set_defaults(func=cmd_target)

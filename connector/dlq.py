@@ -42,6 +42,7 @@ from connector.audit_view import (
 )
 from connector.kafka_clients import producer
 from connector.settings import Settings
+from connector.vendors import registry as vendor_registry
 
 __all__ = [
     "NOT_REPLAYABLE",
@@ -82,14 +83,12 @@ NOT_REPLAYABLE = frozenset(
 
 
 def target_of(order_key: str | None) -> str | None:
-    """The target an order key belongs to, named as ``connector target`` names it:
-    ``kombo|<integration_id>`` (orders and package lists) or ``comeet``."""
+    """The target an order key belongs to, named as ``connector target`` names it
+    (the registry's key forms): ``kombo|<integration_id>`` (orders and package lists),
+    ``comeet``, …"""
     if not order_key:
         return None
-    parts = order_key.split("|")
-    if parts[0] in ("kombo", "kombo-packages") and len(parts) >= 2:
-        return f"kombo|{parts[1]}"
-    return parts[0]
+    return vendor_registry.limit_key_of(order_key)
 
 
 @dataclass
@@ -292,8 +291,8 @@ def add_dlq_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--code", help="e.g. retries_exhausted, permanent, schema")
     parser.add_argument("--order", metavar="KEY", help="a whole order key, or a part of keys")
     parser.add_argument("--event-id")
-    parser.add_argument("--vendor", choices=["kombo", "comeet"])
-    parser.add_argument("--target", help="kombo|<integration_id> or comeet")
+    parser.add_argument("--vendor", choices=vendor_registry.names())
+    parser.add_argument("--target", help=" or ".join(vendor_registry.limit_key_forms()))
     parser.add_argument(
         "--since", metavar="WHEN", help="dead-lettered at or after: 2h, 1d, or an ISO 8601 time"
     )

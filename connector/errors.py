@@ -4,7 +4,8 @@
 
     ConnectorError
     ├── InvalidEventError          the input cannot be processed as is: dead-letter it
-    │   └── MappingError           valid event, but it breaks a vendor contract limit
+    │   ├── MappingError           valid event, but it breaks a vendor contract limit
+    │   └── UnknownVendorError     its target names a vendor no module registered
     └── DeliveryError              an outbound call did not succeed
         ├── RetryableDeliveryError   transport error, timeout, 408/429/5xx, transient vendor code
         │   └── RateLimitedError     429 or a vendor rate-limit code; may carry Retry-After
@@ -33,6 +34,7 @@ __all__ = [
     "RetryableDeliveryError",
     "RevokedError",
     "SinkError",
+    "UnknownVendorError",
 ]
 
 
@@ -54,6 +56,17 @@ class MappingError(InvalidEventError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, code="contract_violation")
+
+
+class UnknownVendorError(InvalidEventError):
+    """The event's target names a vendor that no module registered
+    (:mod:`connector.vendors.registry`): permanent, dead-lettered, never sent elsewhere."""
+
+    def __init__(self, vendor: str) -> None:
+        super().__init__(
+            f"no vendor module is registered for {vendor[:64]!r}", code="unknown_vendor"
+        )
+        self.vendor = vendor
 
 
 # Answers after which the request may still have been applied: a gateway or the

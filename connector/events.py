@@ -24,7 +24,7 @@ import re
 import sys
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     AfterValidator,
@@ -37,6 +37,8 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -81,13 +83,16 @@ __all__ = [
     "PackagesSet",
     "Score",
     "SubResult",
+    "Target",
     "TextAttribute",
     "event_adapter",
     "event_json_schema",
     "order_key",
     "parse_record",
     "parse_value",
+    "register_order_target",
     "schema_major",
+    "unregister_order_target",
 ]
 
 MAX_ATTACHMENTS = 5  # Kombo: attachments maxItems 5
@@ -286,23 +291,93 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-class KomboTarget(_Model):
+class Target(_Model):
+    """What an event is about, at one vendor: each vendor's target model subclasses it.
+
+    A subclass names its vendor (``vendor: Literal["<name>"]``, the key of its entry in
+    :mod:`connector.vendors.registry`) and its Kafka key (:attr:`key`). No fields here:
+    the published schema is the subclasses' own.
+    """
+
+    if TYPE_CHECKING:
+        vendor: str
+
+    @property
+    def key(self) -> str:
+        """The Kafka key (and table key) of the target's events."""
+        raise NotImplementedError(f"{type(self).__name__} names no key")
+
+
+class KomboTarget(Target):
     vendor: Literal["kombo"]
     integration_id: IntegrationId
     assessment_order_id: OrderId
 
+    @property
+    def key(self) -> str:
+        return f"kombo|{self.integration_id}|{self.assessment_order_id}"
 
-class ComeetTarget(_Model):
+
+class ComeetTarget(Target):
     vendor: Literal["comeet"]
     evaluation_id: OrderId
 
+    @property
+    def key(self) -> str:
+        return f"comeet|{self.evaluation_id}"
 
-class KomboIntegrationTarget(_Model):
+
+class KomboIntegrationTarget(Target):
     vendor: Literal["kombo"]
     integration_id: IntegrationId
 
+    @property
+    def key(self) -> str:
+        return f"kombo-packages|{self.integration_id}"
 
-OrderTarget = Annotated[KomboTarget | ComeetTarget, Field(discriminator="vendor")]
+
+# The published order targets: the schema (topics/schemas/event.schema.json) names these.
+_PUBLISHED_ORDER_TARGETS: dict[str, type[Target]] = {"kombo": KomboTarget, "comeet": ComeetTarget}
+# Order targets of vendors added by registering a module (connector.vendors.registry):
+# validated by their own model, outside the published union until the schema names them.
+_REGISTERED_ORDER_TARGETS: dict[str, type[Target]] = {}
+
+
+def register_order_target(vendor: str, model: type[Target]) -> None:
+    """Accept ``model`` as an order event's target when its ``vendor`` is ``vendor``."""
+    known = _PUBLISHED_ORDER_TARGETS.get(vendor) or _REGISTERED_ORDER_TARGETS.get(vendor)
+    if known is model:
+        return
+    if known is not None:
+        raise ValueError(f"vendor {vendor!r} already has the order target {known.__name__}")
+    _REGISTERED_ORDER_TARGETS[vendor] = model
+
+
+def unregister_order_target(vendor: str) -> None:
+    """Forget a registered (never a published) order target; for tests."""
+    _REGISTERED_ORDER_TARGETS.pop(vendor, None)
+
+
+def _registered_target(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A registered vendor's target is validated by its own model; anything else by the
+    # published union, whose errors (an unknown vendor included) stay as they were.
+    if _REGISTERED_ORDER_TARGETS and isinstance(value, dict):
+        vendor = value.get("vendor")
+        model = _REGISTERED_ORDER_TARGETS.get(vendor) if isinstance(vendor, str) else None
+        if model is not None:
+            return model.model_validate(value)
+    return handler(value)
+
+
+if TYPE_CHECKING:
+    # Statically any vendor's target: code that needs one vendor's fields narrows it.
+    OrderTarget: TypeAlias = Target
+else:
+    OrderTarget = Annotated[
+        KomboTarget | ComeetTarget,
+        Field(discriminator="vendor"),
+        WrapValidator(_registered_target),
+    ]
 
 
 class Score(_Model):
@@ -515,17 +590,13 @@ def event_json_schema() -> dict[str, Any]:
     return {"description": SCHEMA_DESCRIPTION, **document}
 
 
-def order_key(target: KomboTarget | ComeetTarget | KomboIntegrationTarget) -> str:
-    """The Kafka key (and table key) of a target.
+def order_key(target: Target) -> str:
+    """The Kafka key (and table key) of a target: each target model names its own.
 
     Integration ids hold no ``|``, so a key splits unambiguously at its first two ``|``
     although order and evaluation ids may hold any printable character, ``|`` included.
     """
-    if isinstance(target, KomboTarget):
-        return f"kombo|{target.integration_id}|{target.assessment_order_id}"
-    if isinstance(target, ComeetTarget):
-        return f"comeet|{target.evaluation_id}"
-    return f"kombo-packages|{target.integration_id}"
+    return target.key
 
 
 def _refuse_constant(name: str) -> float:

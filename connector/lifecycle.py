@@ -36,11 +36,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
 
-from connector.events import Event, EventType, OrderCancelled, OrderCompleted, PackagesSet
+from connector.events import (
+    Event,
+    EventType,
+    OrderCancelled,
+    OrderCompleted,
+    OrderOpened,
+    OrderProgress,
+    PackagesSet,
+)
 
 __all__ = [
     "Decision",
@@ -151,14 +159,22 @@ class Decision:
 
 
 def status_after(event: Event) -> OrderStatus | None:
-    """The status an event asks for; ``None`` for events outside the lifecycle."""
-    if isinstance(event, OrderCompleted):
-        return OrderStatus.COMPLETED
-    if isinstance(event, OrderCancelled):
-        return OrderStatus.CANCELLED
-    if isinstance(event, PackagesSet):
-        return None
-    return OrderStatus.OPEN
+    """The status an event asks for; ``None`` for events outside the lifecycle.
+
+    Exhaustive (mypy checks the ``assert_never``): a new event type must say its status
+    here; an unknown one raises, it never counts as OPEN.
+    """
+    match event:
+        case OrderCompleted():
+            return OrderStatus.COMPLETED
+        case OrderCancelled():
+            return OrderStatus.CANCELLED
+        case PackagesSet():
+            return None
+        case OrderOpened() | OrderProgress():
+            return OrderStatus.OPEN
+        case _:
+            assert_never(event)
 
 
 def judge(

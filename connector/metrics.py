@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from connector.audit import AuditRecord, DeadLetter, Outcome
 from connector.context import CURRENT
+from connector.vendors import registry as vendor_registry
 
 __all__ = ["LAG_TIMEOUT_S", "Metrics", "update_lag"]
 
@@ -96,8 +97,8 @@ class Metrics:
         )
         self.circuit_open = Gauge(
             "connector_circuit_open",
-            "1 for each target (Kombo integration, or Comeet) whose circuit is open or "
-            "which an operator paused; targets with a closed circuit are absent.",
+            f"1 for each target ({', or '.join(vendor_registry.target_nouns())}) whose circuit "
+            "is open or which an operator paused; targets with a closed circuit are absent.",
             ["target"],
             registry=r,
         )
@@ -111,7 +112,7 @@ class Metrics:
             "Parked records admitted from the parking topic, waiting for their target.",
             registry=r,
         )
-        for vendor in ("kombo", "comeet"):
+        for vendor in vendor_registry.names():
             # Every vendor's series exist from the start: rate() and alerts see a 0, not
             # a gap, before the first event of a vendor.
             self.event_latency.labels(vendor)

@@ -46,6 +46,7 @@ from connector.kafka_clients import consumer
 from connector.lifecycle import Mark, OrderState, decode_state
 from connector.settings import Settings
 from connector.topics import changelog_topic
+from connector.vendors import registry as vendor_registry
 
 __all__ = [
     "OrderStory",
@@ -277,7 +278,7 @@ def format_story(story: OrderStory, width: int | None = None) -> str:
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["show"])
     parser.add_argument(
-        "key", help="the order key: kombo|<integration_id>|<order_id> or comeet|<evaluation_id>"
+        "key", help="the order key: " + " or ".join(vendor_registry.order_key_forms())
     )
     parser.add_argument(
         "--since",
@@ -291,8 +292,8 @@ def show_command(settings: Settings, args: argparse.Namespace) -> int:
     """``connector order show KEY``: 0 when the order is known, 1 when it is not."""
     if not is_order_key(args.key):
         print(
-            f"connector: {args.key!r} is not an order key (kombo|<integration_id>|<order_id>, "
-            "comeet|<evaluation_id>, kombo-packages|<integration_id>)",
+            f"connector: {args.key!r} is not an order key "
+            f"({', '.join(vendor_registry.order_key_forms())})",
             file=sys.stderr,
         )
         return 2

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from connector.rate_share import RateShare
 from connector.settings import Settings
+from connector.vendors import registry
 from connector.vendors.base import VendorRequest
 
 __all__ = [
@@ -67,7 +68,6 @@ COOL_DOWN_S = 30.0
 FLOOR_PER_S = 1.0
 UNLIMITED_AFTER_429_PER_S = 50.0  # where an unlimited target starts after its first 429
 DEFAULT_BURST = 20  # the bucket size of a vendor without a configured limit (after a 429)
-VENDORS = ("kombo", "comeet")
 
 # A token is "there" from this fraction on: float sums of rate * elapsed fall short by ulps.
 _EPSILON = 1e-9
@@ -229,13 +229,13 @@ def vendor_limits(settings: Settings) -> dict[str, tuple[float, int]]:
     burst together); a rate of 0 there too means no limit.
     """
     limits: dict[str, tuple[float, int]] = {}
-    for vendor in VENDORS:
-        own = getattr(settings, vendor)
-        if own.rate_limit_per_s > 0:
-            limits[vendor] = (own.rate_limit_per_s, own.rate_limit_burst)
+    delivery = settings.delivery
+    for vendor in registry.entries():
+        own = vendor.section(settings)  # None: a vendor without a settings section
+        if own is not None and own.rate_limit_per_s > 0:
+            limits[vendor.name] = (own.rate_limit_per_s, own.rate_limit_burst)
         else:
-            delivery = settings.delivery
-            limits[vendor] = (delivery.rate_limit_per_s, delivery.rate_limit_burst)
+            limits[vendor.name] = (delivery.rate_limit_per_s, delivery.rate_limit_burst)
     return limits
 
 

@@ -358,7 +358,9 @@ class Settings(BaseSettings):
         return max(300.0, self.delivery.retry_deadline_s + self.delivery.call_timeout_s + 60.0)
 
     def outage_policy(self, vendor: str) -> OutagePolicy:
-        own = {"kombo": self.kombo.on_outage, "comeet": self.comeet.on_outage}.get(vendor)
+        # A vendor's section is named after it (connector.vendors.registry); a vendor
+        # without one, or without its own policy, follows the delivery-wide one.
+        own = getattr(getattr(self, vendor, None), "on_outage", None)
         return own or self.delivery.on_outage
 
     @model_validator(mode="after")

@@ -1,16 +1,26 @@
-"""Vendor modules (Kombo, Comeet) behind one small interface (see ``base``)."""
+"""Vendor modules behind one small interface (see ``base``), found through ``registry``.
+
+Importing this package registers the built-in vendors (Kombo, Comeet); a new vendor is
+one module here that ends with ``registry.register(...)``, imported below.
+"""
 
 from __future__ import annotations
 
-from connector.events import ComeetTarget, Event
-from connector.vendors import comeet, kombo
+# The built-in vendors, registered in the order help texts and metrics list them.
+from connector.vendors import kombo
+
+# isort: split
+from connector.vendors import comeet, registry
 from connector.vendors.base import CallResult, VendorClient, VendorRequest
+from connector.vendors.registry import build_clients, map_event
 
-__all__ = ["CallResult", "VendorClient", "VendorRequest", "map_event"]
-
-
-def map_event(event: Event) -> VendorRequest:
-    """The outbound call for an event, by its target's vendor. Pure."""
-    if isinstance(event.target, ComeetTarget):
-        return comeet.map_event(event)
-    return kombo.map_event(event)
+__all__ = [
+    "CallResult",
+    "VendorClient",
+    "VendorRequest",
+    "build_clients",
+    "comeet",
+    "kombo",
+    "map_event",
+    "registry",
+]

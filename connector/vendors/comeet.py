@@ -19,7 +19,7 @@ Readings where the seed is ambiguous (the sandbox enforces the same):
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
@@ -31,10 +31,12 @@ from connector.events import (
     Event,
     OrderCancelled,
     OrderCompleted,
+    OrderOpened,
     OrderProgress,
+    PackagesSet,
     Score,
 )
-from connector.settings import ComeetSettings
+from connector.settings import ComeetSettings, Settings
 from connector.vendors.base import (
     CallResult,
     VendorRequest,
@@ -42,13 +44,19 @@ from connector.vendors.base import (
     error_for_status,
     send_http,
 )
+from connector.vendors.checks import Check, is_local_url, url_problem
+from connector.vendors.registry import KeyForm, Vendor, register
 
 __all__ = [
     "COMPLETED",
     "OPENED_STATUS",
+    "VENDOR",
     "ComeetClient",
     "ComeetStatus",
+    "config_problems",
     "map_event",
+    "probe",
+    "secrets",
     "to_comeet_score",
 ]
 
@@ -123,20 +131,26 @@ def map_event(event: Event) -> VendorRequest:
     """The Comeet call for one event. Pure; raises MappingError on a contract breach."""
     target = event.target
     if not isinstance(target, ComeetTarget):
-        raise MappingError(f"event {event.type} targets kombo, not comeet")
-    if isinstance(event, OrderCompleted):
-        data = _completed_body(event)
-    elif isinstance(event, OrderCancelled):
-        prefix = "Test expired" if event.kind == "expired" else "Assessment cancelled"
-        data = {
-            "status": COMPLETED,
-            "outcome": CANCELLED_OUTCOME,
-            "summary": f"{prefix}: {event.reason}",
-        }
-    elif isinstance(event, OrderProgress):
-        data = {"status": event.status_text}
-    else:
-        data = {"status": OPENED_STATUS}
+        raise MappingError(f"event {event.type} targets {target.vendor}, not comeet")
+    data: dict[str, Any]
+    match event:
+        case OrderCompleted():
+            data = _completed_body(event)
+        case OrderCancelled():
+            prefix = "Test expired" if event.kind == "expired" else "Assessment cancelled"
+            data = {
+                "status": COMPLETED,
+                "outcome": CANCELLED_OUTCOME,
+                "summary": f"{prefix}: {event.reason}",
+            }
+        case OrderProgress():
+            data = {"status": event.status_text}
+        case OrderOpened():
+            data = {"status": OPENED_STATUS}
+        case PackagesSet():  # a package list targets a Kombo integration, never Comeet
+            raise MappingError(f"event {event.type} has no Comeet call")
+        case _:
+            assert_never(event)
     result_url = getattr(event, "result_url", None)
     if result_url is not None and "url_for_users" not in data:
         data["url_for_users"] = str(result_url)
@@ -185,3 +199,58 @@ class ComeetClient:
             # Candidate not found / deleted / unknown evaluation: no retry brings it back.
             raise PermanentDeliveryError(text, http_status=404)
         raise error_for_status(response, text)
+
+
+# -- connector check --------------------------------------------------------------------------
+
+
+def config_problems(settings: Settings) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the Comeet settings, found without the network."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    comeet = settings.comeet
+    if problem := url_problem("CONNECTOR_COMEET__BASE_URL", comeet.base_url):
+        errors.append(problem)
+    # An empty credential against a real vendor dead-letters every event as a 401.
+    if not comeet.token.get_secret_value() and not is_local_url(comeet.url):
+        line = (
+            f"CONNECTOR_COMEET__TOKEN: empty while Comeet calls go to {comeet.url} "
+            "(CONNECTOR_COMEET__BASE_URL); "
+            "fix: set CONNECTOR_COMEET__TOKEN or CONNECTOR_COMEET__TOKEN_FILE"
+        )
+        (warnings if comeet.customers else errors).append(line)
+    return errors, warnings
+
+
+async def probe(http: httpx.AsyncClient, settings: Settings) -> list[Check]:
+    """Comeet documents no read-only call (its one endpoint changes an evaluation)."""
+    return [
+        Check(
+            "comeet",
+            "skip",
+            "token not checked: Comeet documents no harmless call (its only endpoint "
+            "changes an evaluation)",
+        )
+    ]
+
+
+def secrets(settings: Settings) -> list[str]:
+    comeet = settings.comeet
+    return [comeet.token.get_secret_value()] + [
+        c.token.get_secret_value() for c in comeet.customers.values()
+    ]
+
+
+VENDOR = register(
+    Vendor(
+        name="comeet",
+        map_event=map_event,
+        client=lambda http, settings: ComeetClient(http, settings.comeet),
+        keys=(KeyForm("comeet", ("evaluation_id",), limit="comeet"),),
+        target_noun="Comeet",
+        order_target=ComeetTarget,
+        config_problems=config_problems,
+        probe=probe,
+        secrets=secrets,
+    )
+)

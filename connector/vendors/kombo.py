@@ -19,10 +19,11 @@ response without a code falls back to the HTTP status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
@@ -45,7 +46,7 @@ from connector.events import (
     OrderProgress,
     PackagesSet,
 )
-from connector.settings import KomboSettings
+from connector.settings import KomboSettings, Settings
 from connector.vendors.base import (
     CallResult,
     VendorRequest,
@@ -55,15 +56,21 @@ from connector.vendors.base import (
     path_segment,
     send_http,
 )
+from connector.vendors.checks import Check, is_local_url, url_problem
+from connector.vendors.registry import KeyForm, Vendor, register
 
 __all__ = [
     "RATE_LIMIT_CODES",
     "RETRYABLE_CODES",
+    "VENDOR",
     "KomboClient",
     "KomboOrderResult",
     "KomboPackages",
+    "config_problems",
     "format_completed_at",
     "map_event",
+    "probe",
+    "secrets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -253,49 +260,67 @@ def _completed_body(event: OrderCompleted) -> dict[str, Any]:
 
 def map_event(event: Event) -> VendorRequest:
     """The Kombo call for one event. Pure; raises MappingError on a contract breach."""
-    if isinstance(event, PackagesSet):
-        integration_id = event.target.integration_id
-        packages = build_model(
-            KomboPackages,
-            "kombo",
-            packages=[p.model_dump(mode="json") for p in event.packages],
-        )
-        return VendorRequest(
-            vendor="kombo",
-            action="kombo.packages",
-            method="PUT",
-            path="/assessment/packages",
-            body=packages.model_dump(mode="json", exclude_none=True),
-            headers={"X-Integration-Id": integration_id},
-            limit_key=f"kombo|{integration_id}",
-        )
+    match event:
+        case PackagesSet():
+            return _packages_request(event)
+        case OrderOpened() | OrderProgress() | OrderCompleted() | OrderCancelled():
+            return _order_request(event)
+        case _:
+            assert_never(event)
+
+
+def _packages_request(event: PackagesSet) -> VendorRequest:
+    integration_id = event.target.integration_id
+    packages = build_model(
+        KomboPackages,
+        "kombo",
+        packages=[p.model_dump(mode="json") for p in event.packages],
+    )
+    return VendorRequest(
+        vendor="kombo",
+        action="kombo.packages",
+        method="PUT",
+        path="/assessment/packages",
+        body=packages.model_dump(mode="json", exclude_none=True),
+        headers={"X-Integration-Id": integration_id},
+        limit_key=f"kombo|{integration_id}",
+    )
+
+
+def _order_request(
+    event: OrderOpened | OrderProgress | OrderCompleted | OrderCancelled,
+) -> VendorRequest:
     target = event.target
     if not isinstance(target, KomboTarget):
         raise MappingError(f"event targets {target.vendor}, not kombo")
-    if isinstance(event, OrderCompleted):
-        data = _completed_body(event)
-    elif isinstance(event, OrderCancelled):
-        label = "Expired" if event.kind == "expired" else "Cancelled"
-        data = {
-            "status": "CANCELLED",
-            "result_url": _result_url(event),
-            "completed_at": format_completed_at(event.ended_at),
-            "attributes": [
-                {
-                    "type": "TEXT",
-                    "label": "Cancellation reason",
-                    "value": f"{label}: {event.reason}",
-                }
-            ],
-        }
-    elif isinstance(event, OrderProgress):
-        data = {
-            "status": "OPEN",
-            "result_url": _result_url(event),
-            "attributes": [{"type": "TEXT", "label": "Status", "value": event.status_text}],
-        }
-    else:
-        data = {"status": "OPEN", "result_url": _result_url(event)}
+    data: dict[str, Any]
+    match event:
+        case OrderCompleted():
+            data = _completed_body(event)
+        case OrderCancelled():
+            label = "Expired" if event.kind == "expired" else "Cancelled"
+            data = {
+                "status": "CANCELLED",
+                "result_url": _result_url(event),
+                "completed_at": format_completed_at(event.ended_at),
+                "attributes": [
+                    {
+                        "type": "TEXT",
+                        "label": "Cancellation reason",
+                        "value": f"{label}: {event.reason}",
+                    }
+                ],
+            }
+        case OrderProgress():
+            data = {
+                "status": "OPEN",
+                "result_url": _result_url(event),
+                "attributes": [{"type": "TEXT", "label": "Status", "value": event.status_text}],
+            }
+        case OrderOpened():
+            data = {"status": "OPEN", "result_url": _result_url(event)}
+        case _:
+            assert_never(event)
     model = build_model(KomboOrderResult, "kombo", **data)
     return VendorRequest(
         vendor="kombo",
@@ -377,3 +402,98 @@ class KomboClient:
         except (ValueError, AttributeError):
             logger.warning("kombo answered 200 with a body that is not the documented JSON")
         return CallResult(http_status=response.status_code, warnings=warnings)
+
+
+# -- connector check --------------------------------------------------------------------------
+
+
+def config_problems(settings: Settings) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the Kombo settings, found without the network."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    kombo = settings.kombo
+    if kombo.base_url and (problem := url_problem("CONNECTOR_KOMBO__BASE_URL", kombo.base_url)):
+        errors.append(problem)
+    # An empty credential against a real vendor dead-letters every event as a 401.
+    if not kombo.api_key.get_secret_value() and not is_local_url(kombo.url):
+        where = (
+            "CONNECTOR_KOMBO__BASE_URL"
+            if kombo.base_url
+            else f"CONNECTOR_KOMBO__REGION={kombo.region}"
+        )
+        line = (
+            f"CONNECTOR_KOMBO__API_KEY: empty while Kombo calls go to {kombo.url} ({where}); "
+            "fix: set CONNECTOR_KOMBO__API_KEY or CONNECTOR_KOMBO__API_KEY_FILE"
+        )
+        # With named accounts the default key only serves integrations none of them lists.
+        (warnings if kombo.accounts else errors).append(line)
+    return errors, warnings
+
+
+async def _check_key(
+    http: httpx.AsyncClient, name: str, variable: str, url: str, key: str
+) -> Check:
+    if not key:
+        return Check(name, "skip", f"{variable} is empty")
+    try:
+        response = await http.get(
+            f"{url}/check-api-key", headers={"Authorization": f"Bearer {key}"}
+        )
+    except httpx.HTTPError as exc:
+        where = variable.replace("API_KEY", "BASE_URL")
+        return Check(
+            name, "FAIL", f"{url} did not answer ({type(exc).__name__}); fix: check {where}"
+        )
+    if response.status_code == 200:
+        return Check(name, "ok", f"{variable} accepted by {url}/check-api-key")
+    if response.status_code in (401, 403):
+        return Check(
+            name,
+            "FAIL",
+            f"{variable}: rejected by {url} (HTTP {response.status_code}); "
+            f"fix: set the key from Kombo's dashboard (Secrets) for this region or environment",
+        )
+    return Check(name, "warn", f"{url}/check-api-key answered HTTP {response.status_code}")
+
+
+async def probe(http: httpx.AsyncClient, settings: Settings) -> list[Check]:
+    """Kombo's ``GET /check-api-key`` (documented, read-only) for every key."""
+    kombo = settings.kombo
+    jobs = [
+        _check_key(
+            http, "kombo", "CONNECTOR_KOMBO__API_KEY", kombo.url, kombo.api_key.get_secret_value()
+        )
+    ]
+    for name, account in sorted(kombo.accounts.items()):
+        variable = f"CONNECTOR_KOMBO__ACCOUNTS__{name.upper()}__API_KEY"
+        jobs.append(
+            _check_key(
+                http, f"kombo:{name}", variable, account.url, account.api_key.get_secret_value()
+            )
+        )
+    return list(await asyncio.gather(*jobs))
+
+
+def secrets(settings: Settings) -> list[str]:
+    kombo = settings.kombo
+    return [kombo.api_key.get_secret_value()] + [
+        a.api_key.get_secret_value() for a in kombo.accounts.values()
+    ]
+
+
+VENDOR = register(
+    Vendor(
+        name="kombo",
+        map_event=map_event,
+        client=lambda http, settings: KomboClient(http, settings.kombo),
+        keys=(
+            KeyForm("kombo", ("integration_id", "order_id"), limit="kombo|{integration_id}"),
+            KeyForm("kombo-packages", ("integration_id",), limit="kombo|{integration_id}"),
+        ),
+        target_noun="a Kombo integration",
+        order_target=KomboTarget,
+        config_problems=config_problems,
+        probe=probe,
+        secrets=secrets,
+    )
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from connector.lifecycle import (
     decode_state,
     encode_state,
     judge,
+    status_after,
 )
 
 OPEN, COMPLETED, CANCELLED = OrderStatus.OPEN, OrderStatus.COMPLETED, OrderStatus.CANCELLED
@@ -264,3 +266,10 @@ def test_the_vendor_only_moves_forward(
             final = status
     ages = [age for age, _, _ in world.vendor]
     assert ages == sorted(ages), f"an older event after a newer one: {world.vendor}"
+
+
+def test_an_unknown_event_type_never_becomes_open() -> None:
+    # A type this code does not know (as a newer schema might bring): no status is guessed.
+    event = SimpleNamespace(type="order.reopened", event_id="evt-1")
+    with pytest.raises(AssertionError):
+        status_after(event)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
-from connector.errors import MappingError
-from connector.events import Score, event_adapter
-from connector.vendors import map_event
+from connector import vendors
+from connector.errors import InvalidEventError, MappingError
+from connector.events import ComeetTarget, KomboTarget, Score, event_adapter
+from connector.vendors import comeet, kombo, map_event
 from connector.vendors.comeet import to_comeet_score
 from connector.vendors.kombo import format_completed_at
 from tests.factories import PDF_B64, make_event, target
@@ -198,3 +202,38 @@ def test_comeet_evaluation_id_is_a_query_parameter_as_is(evaluation_id: str) -> 
         "/evaluation/status",
         {"evaluation_id": evaluation_id},
     )
+
+
+# -- exhaustive: an unknown event type or vendor is refused, never sent as OPEN ----------
+
+KOMBO = KomboTarget(vendor="kombo", integration_id="workday:ACME1", assessment_order_id="o-1")
+COMEET = ComeetTarget(vendor="comeet", evaluation_id="e-1")
+
+
+def unknown_type(target: Any) -> Any:
+    """An event of a type this code does not know (as a newer schema might bring)."""
+    return SimpleNamespace(
+        type="order.reopened",
+        event_id="evt-1",
+        target=target,
+        result_url="https://vendor.example/tests/1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("mapper", "tgt"),
+    [(kombo.map_event, KOMBO), (comeet.map_event, COMEET), (vendors.map_event, KOMBO)],
+    ids=["kombo", "comeet", "dispatch"],
+)
+def test_an_unknown_event_type_is_never_mapped_as_an_open_update(mapper, tgt) -> None:
+    with pytest.raises(AssertionError):
+        mapper(unknown_type(tgt))
+
+
+def test_an_unknown_vendor_is_a_typed_permanent_error_never_kombo() -> None:
+    # Kombo's fields, another vendor's name: it once fell through to Kombo's mapping.
+    tgt = SimpleNamespace(vendor="zeta", integration_id="w:1", assessment_order_id="o-1")
+    event = SimpleNamespace(type="order.opened", target=tgt, result_url="https://x.example/")
+    with pytest.raises(InvalidEventError) as raised:  # dead-lettered, never retried
+        vendors.map_event(event)
+    assert raised.value.code == "unknown_vendor"
