@@ -319,6 +319,11 @@ class Settings(BaseSettings):
     web_advertised_host: str = ""
     web_enabled: bool = True
     standby_replicas: int = Field(default=0, ge=0)
+    # Where a new app id (no committed offsets, no state) starts when the events topic
+    # already has other readers: empty = refuse (a misspelt app id would replay the topic
+    # to the vendors), see connector/first_start.py. `connector worker --new-deployment
+    # --from ...` sets it for one start.
+    new_deployment: Literal["", "earliest", "latest"] = ""
     recovery_stall_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
