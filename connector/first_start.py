@@ -53,6 +53,8 @@ StartFrom = Literal["", "earliest", "latest"]
 
 # Groups whose offsets are read to find the topic's other readers, at most this many at once.
 _CONCURRENT_OFFSET_FETCHES = 16
+# How long a new broker's group coordinator may take to appear (it creates its topic).
+_COORDINATOR_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,27 @@ async def _records(reader: AIOKafkaConsumer, tps: list[TopicPartition]) -> tuple
     return sum(end[tp] - begin[tp] for tp in tps), sum(end.values())
 
 
-async def _has_offsets(admin: AIOKafkaAdminClient, group: str, tps: list[TopicPartition]) -> bool:
-    offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
-    return any(meta.offset >= 0 for tp, meta in offsets.items() if tp in tps)
+async def _has_offsets(
+    admin: AIOKafkaAdminClient,
+    group: str,
+    tps: list[TopicPartition],
+    *,
+    wait_s: float = _COORDINATOR_WAIT_S,
+) -> bool:
+    # On a new broker the first lookup creates the offsets topic: the coordinator is
+    # "not available" or "loading" for a few seconds, which is no reason to fail a start.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        except KafkaError as exc:
+            if not exc.retriable or loop.time() >= deadline:
+                raise
+            logger.info("group coordinator not ready (%s); asking again", type(exc).__name__)
+            await asyncio.sleep(0.5)
+            continue
+        return any(meta.offset >= 0 for tp, meta in offsets.items() if tp in tps)
 
 
 async def _other_readers(
@@ -169,7 +189,7 @@ async def _other_readers(
     async def reads(group: str) -> bool:
         async with limit:
             try:
-                return await _has_offsets(admin, group, tps)
+                return await _has_offsets(admin, group, tps, wait_s=5.0)
             except KafkaError:  # a group being deleted, a coordinator moving: not a reader
                 return False
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.structs import OffsetAndMetadata
 
-from connector.first_start import StartState, check_status, decide
+from connector.first_start import StartState, _has_offsets, check_status, decide
 
 
 def state(**overrides: object) -> StartState:
@@ -59,3 +62,27 @@ def test_a_known_app_id_starts_and_ignores_the_flag(known: dict[str, object]) ->
     assert check_status(state(committed=True), "")[0] == "ok"
     # Offsets expired after a long stop, state kept: a warning, not a failure.
     assert check_status(state(state_records=3), "")[0] == "warn"
+
+
+class _NewBroker:
+    """An admin client whose group coordinator appears after two lookups."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def list_consumer_group_offsets(
+        self, group: str, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        self.calls += 1
+        if self.calls <= 2:
+            raise GroupCoordinatorNotAvailableError("Unable to get coordinator id")
+        return {tp: OffsetAndMetadata(-1, "") for tp in partitions}
+
+
+async def test_a_new_brokers_missing_coordinator_is_waited_for() -> None:
+    """A fresh broker has no offsets topic until the first lookup: the worker must not
+    exit with GroupCoordinatorNotAvailableError (seen with `scripts/stack up`)."""
+    admin = _NewBroker()
+    tps = [TopicPartition("events", 0)]
+    assert await _has_offsets(admin, "app", tps) is False
+    assert admin.calls == 3
