@@ -63,9 +63,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     start_from = _start_from(args, settings)
     if start_from is None:
         return 2
-    # A misspelt app id would replay the whole events topic to the vendors (issue 21).
-    asyncio.run(guard_first_start(settings, start_from))
     asyncio.run(ensure_topics(settings))
+    # After the partition check (nothing is committed for a deployment that must not run):
+    # a misspelt app id would replay the whole events topic to the vendors (issue 21).
+    asyncio.run(guard_first_start(settings, start_from))
     if settings.event_loop == "uvloop":
         import uvloop
 
