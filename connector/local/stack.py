@@ -53,6 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(".stack")
+DEFAULT_APP_ID = Settings.model_fields["app_id"].default
 KAFKA_PORT = 9092  # what the README's examples and most Kafka tools assume
 FIRST_WEB_PORT = 6066
 _STOP_WAIT_S = 60.0
@@ -76,26 +77,27 @@ def deployment_env(
         "CONNECTOR_COMEET__BASE_URL": comeet_url,
         "CONNECTOR_COMEET__TOKEN": comeet_token,
     }
-    if name:
-        env |= {
-            "CONNECTOR_APP_ID": name,
-            "CONNECTOR_TOPICS__EVENTS": f"{name}.events",
-            "CONNECTOR_TOPICS__AUDIT": f"{name}.audit",
-            "CONNECTOR_TOPICS__DEAD_LETTER": f"{name}.dlq",
-        }
+    # Always spelled out: a shell that sourced another stack's env file must not lend
+    # its app id or topics to this one's workers.
+    defaults = TopicSettings()
+    env |= {
+        "CONNECTOR_APP_ID": name or DEFAULT_APP_ID,
+        "CONNECTOR_TOPICS__EVENTS": f"{name}.events" if name else defaults.events,
+        "CONNECTOR_TOPICS__AUDIT": f"{name}.audit" if name else defaults.audit,
+        "CONNECTOR_TOPICS__DEAD_LETTER": f"{name}.dlq" if name else defaults.dead_letter,
+    }
     return env
 
 
 def deployment_settings(env: dict[str, str]) -> Settings:
     """The settings those variables give, without reading this process's environment."""
-    defaults = TopicSettings()
     return Settings(
-        app_id=env.get("CONNECTOR_APP_ID", "assessment-connector"),
+        app_id=env["CONNECTOR_APP_ID"],
         kafka={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]},
         topics={
-            "events": env.get("CONNECTOR_TOPICS__EVENTS", defaults.events),
-            "audit": env.get("CONNECTOR_TOPICS__AUDIT", defaults.audit),
-            "dead_letter": env.get("CONNECTOR_TOPICS__DEAD_LETTER", defaults.dead_letter),
+            "events": env["CONNECTOR_TOPICS__EVENTS"],
+            "audit": env["CONNECTOR_TOPICS__AUDIT"],
+            "dead_letter": env["CONNECTOR_TOPICS__DEAD_LETTER"],
         },
     )
 
@@ -405,8 +407,8 @@ def status(directory: Path) -> int:
             state = _health(proc.port)
         port = f"port {proc.port}" if proc.port else ""
         print(f"{proc.name:<10} pid {proc.pid:<8} {state:<9} {port:<10} log {proc.log}")
-    print(f"kafka      {record.bootstrap}")
-    print(f"kombo      {record.kombo_url}\ncomeet     {record.comeet_url}")
+    print(f"bootstrap  {record.bootstrap}")
+    print(f"kombo url  {record.kombo_url}\ncomeet url {record.comeet_url}")
     return 0 if running == len(record.procs) else 1
 
 
