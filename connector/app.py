@@ -287,6 +287,7 @@ def create_app(settings: Settings) -> ConnectorApp:
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_bind=settings.web_host,
+        web_host=settings.advertised_host,  # the URL other workers redirect to
         web_router_enabled=False,
         web_tables_enabled=False,
         web_stats_enabled=False,

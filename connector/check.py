@@ -10,7 +10,9 @@ Checks, in order, each printed as one line (``ok``, ``warn``, ``skip`` or
 2. the broker answers;
 3. the connector's topics exist, and the co-partitioned ones (events,
    parking, control, the table changelog) agree on their partition count
-   (:func:`connector.kafka_clients.verify_partition_counts`);
+   (:func:`connector.kafka_clients.verify_partition_counts`); the app id is not a
+   new one on an events topic other groups already read (a typo: the worker would
+   refuse to start, :mod:`connector.first_start`);
 4. each vendor credential, where a harmless call allows it: each registered vendor's
    ``probe`` (:mod:`connector.vendors.registry`). Kombo's is ``GET /check-api-key``
    (documented by Kombo, read-only) for the default key and every named account;
@@ -140,6 +142,20 @@ async def _broker_and_topics(settings: Settings) -> list[Check]:
     return checks
 
 
+async def _app_id(settings: Settings) -> Check:
+    """A new app id on a topic other groups read: a typo (connector/first_start.py)."""
+    from aiokafka.errors import KafkaError
+
+    from connector.first_start import check_status, inspect
+
+    try:
+        state = await asyncio.wait_for(inspect(settings), BROKER_TIMEOUT_S)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return Check("app id", "warn", f"could not read the group's offsets: {type(exc).__name__}")
+    status, detail = check_status(state, settings.new_deployment)
+    return Check("app id", status, detail)
+
+
 async def _verify_partition_counts(settings: Settings) -> Mapping[str, int]:
     """The events, parking, control and changelog topics agree (kafka_clients owns the rule)."""
     from connector.kafka_clients import verify_partition_counts
@@ -174,6 +190,8 @@ def run_checks() -> int:
 
     async def network() -> list[Check]:
         broker = await _broker_and_topics(settings)
+        if broker[0].status == "ok":
+            broker.append(await _app_id(settings))
         return broker + await _vendors(settings)
 
     checks = asyncio.run(network())

@@ -14,9 +14,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from connector.first_start import StartFrom
 
 __all__ = ["main"]
 
@@ -43,6 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from connector.app import create_app
     from connector.check import refuse_unsafe_start
+    from connector.first_start import guard_first_start
     from connector.kafka.compat import verify_libraries
     from connector.kafka_clients import ensure_topics
     from connector.logs import configure_logging
@@ -59,7 +63,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         logger.warning("%s", warning)
     _require_broker(settings)
     configure_tracing(otel_environment())
+    start_from = _start_from(args, settings)
+    if start_from is None:
+        return 2
     asyncio.run(ensure_topics(settings))
+    # After the partition check (nothing is committed for a deployment that must not run):
+    # a misspelt app id would replay the whole events topic to the vendors (issue 21).
+    asyncio.run(guard_first_start(settings, start_from))
     if settings.event_loop == "uvloop":
         import uvloop
 
@@ -75,6 +85,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logger.info("event loop: %s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0
+
+
+def _start_from(args: argparse.Namespace, settings: Settings) -> StartFrom | None:
+    """``--new-deployment --from X`` (or CONNECTOR_NEW_DEPLOYMENT); None: a usage error."""
+    if args.new_deployment != bool(args.start_from):
+        print(
+            "connector worker: --new-deployment and --from go together: "
+            "--new-deployment --from earliest|latest",
+            file=sys.stderr,
+        )
+        return None
+    chosen: StartFrom = args.start_from or settings.new_deployment
+    return chosen
 
 
 def tune_gc(threshold: int) -> None:
@@ -245,9 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("worker", help="run a worker (join the consumer group)").set_defaults(
-        func=cmd_worker
+    worker = sub.add_parser("worker", help="run a worker (join the consumer group)")
+    worker.add_argument(
+        "--new-deployment",
+        action="store_true",
+        help="this app id is new: start it even though other groups read the events topic",
     )
+    worker.add_argument(
+        "--from",
+        dest="start_from",
+        choices=["earliest", "latest"],
+        help="with --new-deployment: every retained event, or only those published from now",
+    )
+    worker.set_defaults(func=cmd_worker)
 
     topics = sub.add_parser("topics", help="create or describe the connector's topics")
     topics.add_argument("action", choices=["ensure", "describe", "generate"])

@@ -146,6 +146,7 @@ def scenario(orders: int = 30) -> list[tuple[bytes | None, bytes]]:
 @contextlib.contextmanager
 def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[Settings]:
     from connector.local.kafka import LocalKafka
+    from connector.local.stack import deployment_env, deployment_settings
     from connector.local.worker import WorkerProcess
     from connector.sandbox import SandboxControl, SandboxProcess
 
@@ -178,28 +179,19 @@ def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[Se
         )
         run_id = uuid.uuid4().hex[:8]
         env = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "CONNECTOR_APP_ID": f"demo-{run_id}",
-            "CONNECTOR_TOPICS__EVENTS": f"demo-{run_id}.events",
-            "CONNECTOR_TOPICS__AUDIT": f"demo-{run_id}.audit",
-            "CONNECTOR_TOPICS__DEAD_LETTER": f"demo-{run_id}.dlq",
-            "CONNECTOR_KOMBO__BASE_URL": urls.kombo_url,
-            "CONNECTOR_KOMBO__API_KEY": kombo_key,
-            "CONNECTOR_COMEET__BASE_URL": urls.comeet_url,
-            "CONNECTOR_COMEET__TOKEN": comeet_token,
+            **deployment_env(
+                bootstrap=bootstrap,
+                kombo_url=urls.kombo_url,
+                kombo_key=kombo_key,
+                comeet_url=urls.comeet_url,
+                comeet_token=comeet_token,
+                name=f"demo-{run_id}",
+            ),
             "CONNECTOR_DATA_DIR": str(workdir / "state"),
             "CONNECTOR_DELIVERY__BACKOFF_INITIAL_S": "0.2",
         }
-        demo_settings = Settings(
-            # The workers' app id: ensure_topics checks this deployment's changelog.
-            app_id=env["CONNECTOR_APP_ID"],
-            kafka={"bootstrap_servers": bootstrap},
-            topics={
-                "events": env["CONNECTOR_TOPICS__EVENTS"],
-                "audit": env["CONNECTOR_TOPICS__AUDIT"],
-                "dead_letter": env["CONNECTOR_TOPICS__DEAD_LETTER"],
-            },
-        )
+        # The workers' app id: ensure_topics checks this deployment's changelog.
+        demo_settings = deployment_settings(env)
         asyncio.run(ensure_topics(demo_settings))
         for i in range(1, workers + 1):
             worker = WorkerProcess(

@@ -314,8 +314,18 @@ class Settings(BaseSettings):
     data_dir: str = ".connector-data"
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0)
+    # The host name other workers use to reach this one (``GET /orders/{key}`` redirects
+    # to the owner's URL). Empty: this machine's host name, which on Kubernetes is the
+    # bare pod name that other pods cannot resolve; set it to the pod's name under the
+    # headless Service there (deploy/k8s/statefulset.yaml).
+    web_advertised_host: str = ""
     web_enabled: bool = True
     standby_replicas: int = Field(default=0, ge=0)
+    # Where a new app id (no committed offsets, no state) starts when the events topic
+    # already has other readers: empty = refuse (a misspelt app id would replay the topic
+    # to the vendors), see connector/first_start.py. `connector worker --new-deployment
+    # --from ...` sets it for one start.
+    new_deployment: Literal["", "earliest", "latest"] = ""
     recovery_stall_s: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True
@@ -326,6 +336,11 @@ class Settings(BaseSettings):
     # collector (Python's default: 700). With thousands of admitted jobs alive, the
     # default spent a third of the worker's CPU in collections (BENCHMARKS.md).
     gc_threshold: int = Field(default=50_000, ge=1)
+
+    @property
+    def advertised_host(self) -> str:
+        """The host in this worker's URL as the group sees it (Faust's ``web_host``)."""
+        return self.web_advertised_host or socket.gethostname()
 
     @property
     def rebalance_timeout_s(self) -> float:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from connector.metrics import Metrics
+from connector.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "connector.json"
@@ -147,3 +148,50 @@ def test_the_rules_cover_the_issue_13_conditions() -> None:
     }
     for alert, needle in wanted.items():
         assert needle in alerts[alert], alert
+
+
+def test_worker_down_fires_whatever_the_scrape_job_is_named() -> None:
+    """Issue 21 trap 9: annotation-based scraping on Kubernetes names the job kubernetes-pods."""
+    tool = promtool()
+    run = subprocess.run(
+        [tool, "test", "rules", "alerts.kubernetes.test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ALERTS.parent,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_example_prometheus_targets_are_names_that_resolve() -> None:
+    """No hard-coded host names that exist nowhere: the compose service name, by DNS."""
+    config = yaml.safe_load((ALERTS.parent / "prometheus.yml").read_text(encoding="utf-8"))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    [job] = config["scrape_configs"]
+    assert "static_configs" not in job
+    [dns] = job["dns_sd_configs"]
+    assert set(dns["names"]) <= set(compose["services"])
+    assert dns["type"] == "A"
+    assert dns["port"] == Settings().web_port
+
+
+def test_dashboard_has_a_data_source_variable_and_job_instance_filters() -> None:
+    """Issue 21 trap 9: file provisioning leaves ${DS_PROMETHEUS} unset; one Prometheus may
+    scrape several deployments."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("job", "instance"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["includeAll"] is True
+        assert variables[name]["datasource"]["uid"] == "${datasource}"
+    assert "${DS_PROMETHEUS}" not in DASHBOARD.read_text(encoding="utf-8")
+    for panel in dashboard["panels"]:
+        for target in [panel, *panel.get("targets", [])]:
+            if "datasource" in target:
+                assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+    for query in dashboard_queries():
+        selectors = re.findall(r"\b(connector_[a-z_]+)(\{[^}]*\})?", query)
+        for name, labels in selectors:
+            assert 'job=~"$job"' in labels and 'instance=~"$instance"' in labels, (name, query)

@@ -277,3 +277,20 @@ def test_readme_documents_the_kubernetes_deployment() -> None:
     default = Settings.model_validate({}).shutdown_grace_s
     assert f"`terminationGracePeriodSeconds: {grace}`" in text
     assert f"`Settings.shutdown_grace_s` ({default:g} s by default)" in text
+
+
+def test_workers_advertise_a_name_other_pods_resolve() -> None:
+    """Issue 21 trap 9: the redirect of GET /orders/{key} names the pod under the headless
+    Service (``<pod>.<service>.<namespace>.svc``), not the bare pod name."""
+    env = {e["name"]: e for e in _worker()["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    service = BY_KIND["Service"]["metadata"]["name"]
+    assert BY_KIND["StatefulSet"]["spec"]["serviceName"] == service
+    advertised = env["CONNECTOR_WEB_ADVERTISED_HOST"]["value"]
+    assert advertised == f"$(POD_NAME).{service}.$(POD_NAMESPACE).svc"
+    # $(VAR) expands only from variables defined earlier in the list.
+    names = list(env)
+    assert names.index("POD_NAME") < names.index("CONNECTOR_WEB_ADVERTISED_HOST")
+    assert names.index("POD_NAMESPACE") < names.index("CONNECTOR_WEB_ADVERTISED_HOST")
+    assert setting_exists("CONNECTOR_WEB_ADVERTISED_HOST")

