@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -206,24 +207,47 @@ def cmd_order(args: argparse.Namespace) -> int:
 
 
 def cmd_target(args: argparse.Namespace) -> int:
-    from connector.control import read_control, set_paused
+    from connector.control import TARGET_FORMS, forget, read_control, set_paused, target_problem
 
     settings = get_settings()
-    _require_broker(settings)
-    if args.action in ("pause", "resume"):
+    if args.action in ("pause", "resume", "forget"):
         if not args.target:
-            print("connector: give the target, e.g. kombo|workday:ACME1 or comeet", file=sys.stderr)
+            forms = " or ".join(TARGET_FORMS)
+            print(f"connector: give the target: {forms}, e.g. kombo|workday:ACME1", file=sys.stderr)
             return 2
+        problem = target_problem(args.target)
+        if problem and args.action == "pause":
+            # Checked before anything is written: a bogus name would pause nothing.
+            print(f"connector: {problem}", file=sys.stderr)
+            return 2
+        _require_broker(settings)
+        if problem and args.target not in asyncio.run(read_control(settings)):
+            # resume and forget also take a listed entry that is not a target (written
+            # before names were checked), so that it can be removed.
+            print(f"connector: {problem}", file=sys.stderr)
+            return 2
+        if args.action == "forget":
+            asyncio.run(forget(settings, args.target, args.reason or ""))
+            print(f"{args.target} forgotten: resumed on every worker, removed from the list")
+            return 0
         paused = args.action == "pause"
         asyncio.run(set_paused(settings, args.target, paused, args.reason or ""))
         print(f"{args.target} {'paused' if paused else 'resumed'} on every worker")
         return 0
+    _require_broker(settings)
     state = asyncio.run(read_control(settings))
+    if not state and not args.json:
+        print("no target is paused (connector target pause comeet, or kombo|<integration_id>)")
     for control in sorted(state.values(), key=lambda c: c.target):
         if args.json:
             print(json.dumps({"target": control.target, **json.loads(control.to_json())}))
         else:
             status = "paused" if control.paused else "active"
+            if target_problem(control.target):
+                status = "ignored"
+                control = replace(
+                    control, reason=f"not a target: connector target forget '{control.target}'"
+                )
             print(
                 f"{control.target:<40} {status:<7} {control.time:<32} {control.by} {control.reason}"
             )
@@ -276,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     order.set_defaults(func=cmd_order)
 
     tgt = sub.add_parser(
-        "target", help="pause, resume or list targets (a Kombo integration, or Comeet)"
+        "target",
+        help="pause, resume, forget or list targets (a Kombo integration, or Comeet)",
     )
-    tgt.add_argument("action", choices=["pause", "resume", "list"])
+    tgt.add_argument("action", choices=["pause", "resume", "forget", "list"])
     tgt.add_argument("target", nargs="?", help="kombo|<integration_id> or comeet")
     tgt.add_argument("--reason", help="why (goes to the audit trail)")
     tgt.add_argument("--json", action="store_true")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from connector.sandbox import Sandboxes
 from connector.settings import child_environment
@@ -120,3 +121,40 @@ async def test_demo_runs_to_the_end(kafka_bootstrap: str) -> None:
     assert summary.startswith("summary: dead_lettered 2, delivered")
     assert "duplicate 1, rejected 1" in summary
     assert "cannot reopen a final order" in result.stdout
+
+
+async def test_target_names_are_checked_and_entries_can_be_forgotten(
+    deployment: Deployment,
+) -> None:
+    env = deployment.env
+    assert (await cli(env, "topics", "ensure")).returncode == 0
+    empty = await cli(env, "target", "list")
+    assert empty.returncode == 0, empty.stderr
+    assert "no target is paused" in empty.stdout
+    for bogus in ("kombo", "nonsense"):
+        refused = await cli(env, "target", "pause", bogus)
+        assert refused.returncode == 2, refused.stdout
+        assert "comeet, kombo|<integration_id>" in refused.stderr
+    # An entry left by a CLI that did not check names yet: listed as ignored, removable.
+    control_topic = f"{deployment.events_topic}.control"
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            control_topic, b'{"paused": true, "by": "cli@old"}', key=b"kombo", partition=0
+        )
+    finally:
+        await producer.stop()
+    paused = await cli(env, "target", "pause", "kombo|workday:ACME1", "--reason", "test")
+    assert paused.returncode == 0, paused.stderr
+    listed = (await cli(env, "target", "list")).stdout.splitlines()
+    assert [line.split()[:2] for line in listed] == [
+        ["kombo", "ignored"],
+        ["kombo|workday:ACME1", "paused"],
+    ]
+    assert "connector target forget 'kombo'" in listed[0]
+    assert (await cli(env, "target", "forget", "nonsense")).returncode == 2  # never listed
+    for name in ("kombo", "kombo|workday:ACME1"):
+        forgotten = await cli(env, "target", "forget", name)
+        assert forgotten.returncode == 0, forgotten.stderr
+    assert "no target is paused" in (await cli(env, "target", "list")).stdout
