@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,9 +20,14 @@ from typing import Any
 
 from connector.settings import Settings, get_settings
 
-__all__ = ["main"]
+__all__ = ["EXIT_BROKEN_PIPE", "main"]
 
 logger = logging.getLogger(__name__)
+
+# What a shell reports for a program SIGPIPE ended (128 + 13), as for `cat big | head -1`:
+# the reader stopped early, the output was not all read. `set -o pipefail` scripts see
+# the same code from the connector as from any other Unix tool.
+EXIT_BROKEN_PIPE = 141
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -343,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("WARNING", json_lines=False, secrets=_secrets(settings))
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # The reader went away (`connector audit tail | head -3`): stop quietly. Python's
+        # recipe: point stdout at /dev/null, so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KafkaError as exc:
         # aiokafka logs the cause (e.g. authentication failed) just above; one line here.
         print(f"connector: Kafka error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from connector.audit import AuditRecord, DeadLetter, Outcome
+from connector.cli import EXIT_BROKEN_PIPE
 from connector.sandbox import Sandboxes
 from connector.settings import child_environment
 from tests.e2e.harness import Deployment
@@ -158,3 +160,40 @@ async def test_target_names_are_checked_and_entries_can_be_forgotten(
         forgotten = await cli(env, "target", "forget", name)
         assert forgotten.returncode == 0, forgotten.stderr
     assert "no target is paused" in (await cli(env, "target", "list")).stdout
+
+
+async def test_output_cut_short_by_the_reader_ends_quietly(deployment: Deployment) -> None:
+    """`connector audit tail | head -3`: no traceback, the shell's code for SIGPIPE."""
+    env = deployment.env
+    assert (await cli(env, "topics", "ensure")).returncode == 0
+    audit = AuditRecord(worker_id="w1", outcome=Outcome.DELIVERED, terminal=True)
+    letter = DeadLetter(worker_id="w1", code="not_json", reason="value is not valid JSON")
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")
+    await producer.start()
+    try:
+        # Far more than a pipe's buffer (64 KiB) once formatted.
+        for n in range(3000):
+            key = f"comeet|c-{n}".encode()
+            await producer.send(deployment.audit_topic, audit.model_dump_json().encode(), key=key)
+            if n < 1500:
+                await producer.send(
+                    deployment.dlq_topic, letter.model_dump_json().encode(), key=key
+                )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    for command, lines in (("audit tail", 3), ("dlq list", 1)):
+        shell = f"set -o pipefail; {sys.executable} -m connector.cli {command} | head -{lines}"
+        run = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-c", shell],
+            env=child_environment(env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert "Traceback" not in run.stderr, run.stderr
+        assert "BrokenPipeError" not in run.stderr, run.stderr
+        assert len(run.stdout.splitlines()) == lines
+        assert run.returncode == EXIT_BROKEN_PIPE, (command, run.returncode, run.stderr)
