@@ -66,7 +66,14 @@ from connector.errors import (
     RetryableDeliveryError,
     RevokedError,
 )
-from connector.events import ComeetTarget, Event, KomboIntegrationTarget, KomboTarget, parse_record
+from connector.events import (
+    ComeetTarget,
+    Event,
+    KomboIntegrationTarget,
+    KomboTarget,
+    order_key_of_record,
+    parse_record,
+)
 from connector.lifecycle import (
     Decision,
     Mark,
@@ -377,7 +384,7 @@ class Processor:
         return DeadLetter(
             worker_id=self._worker,
             event_id=event.event_id if event else None,
-            order_key=event.key if event else None,
+            order_key=event.key if event else order_key_of_record(key),
             source=source,
             original_key_b64=DeadLetter.encode(key),
             original_value_b64=DeadLetter.encode(value),
@@ -455,17 +462,23 @@ class Processor:
         headers: Any = None,
     ) -> Callable[[], Awaitable[None]]:
         kept = Header.of(_input_headers(headers))
+        known = {} if event is not None else {"order_key": order_key_of_record(key)}
 
         async def job() -> None:
             tracing.start(ctx)
             try:
                 reason = f"{error.code}: {error.reason}"
                 invalid = self._audit(
-                    event, source, outcome=Outcome.INVALID, terminal=False, reason=reason
+                    event, source, outcome=Outcome.INVALID, terminal=False, reason=reason, **known
                 )
                 await self._emit(lease, invalid)
                 ended = self._audit(
-                    event, source, outcome=Outcome.DEAD_LETTERED, terminal=True, reason=reason
+                    event,
+                    source,
+                    outcome=Outcome.DEAD_LETTERED,
+                    terminal=True,
+                    reason=reason,
+                    **known,
                 )
                 await self._dead_letter(
                     lease,
