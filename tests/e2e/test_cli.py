@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,40 @@ async def test_output_cut_short_by_the_reader_ends_quietly(deployment: Deploymen
         assert "BrokenPipeError" not in run.stderr, run.stderr
         assert len(run.stdout.splitlines()) == lines
         assert run.returncode == EXIT_BROKEN_PIPE, (command, run.returncode, run.stderr)
+
+
+async def test_audit_tail_last_prints_only_the_newest_records(deployment: Deployment) -> None:
+    env = deployment.env
+    assert (await cli(env, "topics", "ensure")).returncode == 0
+    producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")
+    await producer.start()
+    base = int(time.time() * 1000) - 60_000
+    try:
+        for n in range(40):  # spread over the 4 partitions, one millisecond apart
+            outcome = Outcome.DEAD_LETTERED if n % 10 == 0 else Outcome.DELIVERED
+            record = AuditRecord(
+                worker_id="w1", outcome=outcome, terminal=True, order_key=f"comeet|c-{n}"
+            )
+            await producer.send_and_wait(
+                deployment.audit_topic,
+                record.model_dump_json().encode(),
+                key=f"comeet|c-{n}".encode(),
+                timestamp_ms=base + n,
+            )
+    finally:
+        await producer.stop()
+
+    async def keys(*args: str) -> list[str]:
+        run = await cli(env, "audit", "tail", "--json", *args)
+        assert run.returncode == 0, run.stderr
+        return [json.loads(line)["order_key"] for line in run.stdout.splitlines()]
+
+    assert await keys("--last", "3") == ["comeet|c-37", "comeet|c-38", "comeet|c-39"]
+    # A filter: the newest matching records, however old.
+    assert await keys("--last", "2", "--outcome", "dead_lettered") == [
+        "comeet|c-20",
+        "comeet|c-30",
+    ]
+    assert len(await keys()) == 40
+    refused = await cli(env, "audit", "tail", "--last", "0")
+    assert refused.returncode == 2
