@@ -94,8 +94,10 @@ def tune_gc(threshold: int) -> None:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from aiokafka.errors import for_code
+
     from connector.kafka_clients import admin_client, ensure_topics
-    from connector.topics import definitions
+    from connector.topics import changelog_topic, definitions
 
     if args.action == "generate":
         from connector.schemas import write
@@ -112,19 +114,36 @@ def cmd_topics(args: argparse.Namespace) -> int:
             print(f"{d.name:<32} {d.partitions:>3} partitions  {state}")
         return 0
 
+    changelog = changelog_topic(settings)
+    rows = [(d.role, d.name) for d in definitions(settings)] + [("changelog", changelog)]
+
     async def describe() -> list[Any]:
         admin = admin_client(settings)
         await admin.start()
         try:
-            names = [d.name for d in definitions(settings)]
-            return list(await admin.describe_topics(names))
+            # Only topics that exist: a metadata request naming a missing topic makes a
+            # broker with auto.create.topics.enable create it (1 partition, no configs).
+            existing = set(await admin.list_topics())
+            wanted = [name for _, name in rows if name in existing]
+            return list(await admin.describe_topics(wanted)) if wanted else []
         finally:
             await admin.close()
 
-    for topic in asyncio.run(describe()):
-        parts = topic.get("partitions", [])
-        err = topic.get("error_code", 0)
-        print(f"{topic['topic']:<32} {len(parts):>3} partitions  error_code={err}")
+    found = {topic["topic"]: topic for topic in asyncio.run(describe())}
+    for role, name in rows:
+        topic = found.get(name, {})
+        code = topic.get("error_code", 3)
+        if code == 0:
+            count = len(topic.get("partitions", []))
+            state = f"{count:>3} partition{'' if count == 1 else 's'}"
+        elif code == 3:  # UNKNOWN_TOPIC_OR_PARTITION
+            maker = (
+                "the first worker creates it" if role == "changelog" else "connector topics ensure"
+            )
+            state = f"missing ({maker})"
+        else:
+            state = f"error: {for_code(code).__name__}"
+        print(f"{role:<11} {name:<40} {state}")
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from connector.audit import AuditRecord, DeadLetter, Outcome
 from connector.cli import EXIT_BROKEN_PIPE
@@ -235,3 +236,28 @@ async def test_audit_tail_last_prints_only_the_newest_records(deployment: Deploy
     assert len(await keys()) == 40
     refused = await cli(env, "audit", "tail", "--last", "0")
     assert refused.returncode == 2
+
+
+async def test_topics_describe_names_every_topic_and_creates_none(deployment: Deployment) -> None:
+    env = deployment.env
+    changelog = f"{env['CONNECTOR_APP_ID']}-orders-changelog"
+    before = await cli(env, "topics", "describe")
+    assert before.returncode == 0, before.stderr
+    lines = before.stdout.splitlines()
+    assert len(lines) == 6 and all("missing" in line for line in lines), lines
+    assert f"changelog   {changelog}" in before.stdout
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+    await admin.start()
+    try:
+        # A broker that auto-creates topics made each one on main (1 partition, no configs).
+        assert deployment.events_topic not in await admin.list_topics()
+    finally:
+        await admin.close()
+    assert (await cli(env, "topics", "ensure")).returncode == 0
+    after = (await cli(env, "topics", "describe")).stdout
+    assert "error_code" not in after
+    assert f"events      {deployment.events_topic}" in after
+    assert after.count("  4 partitions") == 4, after
+    assert f"control     {deployment.events_topic}.control" in after
+    assert "  1 partition\n" in after  # the control topic
+    assert "missing (the first worker creates it)" in after
