@@ -76,6 +76,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         loglevel=settings.log_level,
         override_logging=False,
     )
+    # Faust's terminal spinner writes "\b" and the show-cursor escape (ESC [?25h) at start-up
+    # even when its output is a log file or a pipe; without it Faust logs "Ready".
+    worker.spinner = None
     logger.info("event loop: %s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0

@@ -57,7 +57,7 @@ async def test_topics_publish_audit_and_dlq(
     assert f"{deployment.audit_topic}" in described.stdout
     assert "4 partitions" in described.stdout
 
-    deployment.worker()
+    worker = deployment.worker()
     order = target("comeet", "c-cli")
     event_file = tmp_path / "opened.json"
     event_file.write_text(json.dumps(make_event("opened", order)))
@@ -93,6 +93,11 @@ async def test_topics_publish_audit_and_dlq(
     assert "refused 1 dead letters" in dry.stderr and dry.returncode == 2
     forced = await cli(env, "dlq", "replay", "--code", "not_json", "--dry-run", "--force")
     assert "would replay 1 dead letters" in forced.stdout
+    # The worker's log holds log lines only: no terminal escape from Faust's spinner
+    # (ESC [?25h), no warning about the sensors the connector removed (connector.logs).
+    log = worker.log_path.read_bytes()
+    assert b"\x1b[" not in log
+    assert b"Missing sensor state" not in log
 
 
 def test_topics_generate_writes_the_contract_files(tmp_path: Path) -> None:
