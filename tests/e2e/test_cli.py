@@ -126,8 +126,15 @@ async def test_demo_runs_to_the_end(kafka_bootstrap: str) -> None:
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = result.stdout.strip().splitlines()[-1]
+    lines = result.stdout.splitlines()
+    (summary,) = [line for line in lines if line.startswith("summary: ")]
     assert summary.startswith("summary: dead_lettered 2, delivered")
+    # Said before the summary: those outcomes were planted; after it: what to do next.
+    planted = lines.index("planted on purpose (the expected outcomes, not failures):")
+    assert planted < lines.index(summary)
+    assert lines[planted + 1].startswith("  dead_lettered 2  comeet|eval-999 is not JSON")
+    assert "all events ended as planted" in lines
+    assert "next steps (the demo stopped everything it started):" in lines
     assert "duplicate 1, rejected 1" in summary
     assert "cannot reopen a final order" in result.stdout
 
