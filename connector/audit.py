@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from connector.context import CURRENT
 
 __all__ = [
+    "DEAD_LETTER_CODES",
     "TERMINAL_OUTCOMES",
     "AuditRecord",
     "DeadLetter",
@@ -76,6 +77,33 @@ class Outcome(StrEnum):
 
 TERMINAL_OUTCOMES = frozenset(
     {Outcome.DELIVERED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.DEAD_LETTERED}
+)
+
+
+# Every ``DeadLetter.code`` the connector writes: the record could not be read
+# (connector.events.parse_record), broke the vendor contract (errors.ContractViolation),
+# hit a bug (internal), was refused (permanent), ran out of tries (retries_exhausted) or
+# was parked too long (expired). Known in advance, so the metrics create each code's
+# series at 0 when a worker starts (connector.metrics); a test keeps this list complete.
+DEAD_LETTER_CODES = (
+    "empty",
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "too_deep",
+    "not_object",
+    "schema",
+    "unsupported_version",
+    "unknown_type",
+    "key_missing",
+    "key_mismatch",
+    "invalid_event",
+    "contract_violation",
+    "unknown_vendor",
+    "internal",
+    "permanent",
+    "retries_exhausted",
+    "expired",
 )
 
 

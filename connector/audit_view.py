@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import logging
 import re
@@ -59,9 +60,9 @@ logger = logging.getLogger(__name__)
 
 OUTCOMES = tuple(o.value for o in Outcome)
 
-# Where to start reading: the first record, the end (only what comes next), or the
-# first record at or after a time.
-Start = Literal["beginning", "end"] | datetime
+# Where to start reading: the first record, the end (only what comes next), the first
+# record at or after a time, or (a number N) the last N records of each partition.
+Start = Literal["beginning", "end"] | datetime | int
 
 
 def partition_for_key(key: str | bytes, partitions: int) -> int:
@@ -140,9 +141,10 @@ def terminal_width() -> int | None:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Column widths for a terminal: wide ones get milliseconds and a worker column
-    wide enough for host names; narrow ones (under 120 columns) trade those for the
-    order column, and put the detail on its own line when no room is left."""
+    """Column widths for a terminal: wide ones get milliseconds; narrow ones (under 120
+    columns) trade those for the order column, and put the detail on its own line when
+    no room is left. The worker column holds 12 characters (``worker-12``,
+    ``connector-3``) from 90 columns on, 6 below; a longer id keeps its end."""
 
     time: int
     worker: int
@@ -160,10 +162,10 @@ class _Layout:
             width = terminal_width()
         if width is None:
             # Not a terminal (a pipe, a log file): wide columns, and the detail whole.
-            return cls(time=23, worker=10, order=36, detail=_UNLIMITED, total=_UNLIMITED)
+            return cls(time=23, worker=12, order=36, detail=_UNLIMITED, total=_UNLIMITED)
         total = width
         wide = total >= 120
-        time, worker, http = (23, 10, 4) if wide else (19, 6, 3)
+        time, worker, http = (23, 12, 4) if wide else (19, 12 if total >= 90 else 6, 3)
         fixed = time + worker + 9 + 13 + http + 3 + 7  # 7 gaps between 8 columns
         room = total - fixed
         order = max(_MIN_ORDER_W, min(60, room * 2 // 5 if wide else room - _MIN_DETAIL_W))
@@ -191,6 +193,11 @@ class _Layout:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _clip_left(text: str, width: int) -> str:
+    """Worker ids differ at their end (worker-1, connector-0): keep that part."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
 
 
 def show_key(key: str, width: int) -> str:
@@ -252,7 +259,7 @@ def format_row(record: dict[str, Any], width: int | None = None) -> str:
     key = record.get("order_key") or "-"
     cells = (
         _stamp(record.get("time"), layout.time),
-        _clip(record.get("worker_id") or "", layout.worker),
+        _clip_left(record.get("worker_id") or "", layout.worker),
         show_key(key, layout.order),
         _clip((record.get("event_type") or "-").removeprefix("order."), layout.event),
         _clip(record.get("outcome", ""), layout.outcome),
@@ -291,6 +298,11 @@ async def _seek(
         await reader.seek_to_beginning(*partitions)
     elif start == "end":
         await reader.seek_to_end(*partitions)
+    elif isinstance(start, int):
+        firsts = await reader.beginning_offsets(list(partitions))
+        ends = await reader.end_offsets(list(partitions))
+        for tp in partitions:
+            reader.seek(tp, max(firsts[tp], ends[tp] - start))
     else:
         assert isinstance(start, datetime)
         wanted = int(start.timestamp() * 1000)
@@ -312,13 +324,15 @@ async def read_records(
     follow: bool = False,
     stop: Callable[[], bool] | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_caught_up: Callable[[], None] | None = None,
 ) -> AsyncIterator[Any]:
     """The raw records (aiokafka ``ConsumerRecord``) of ``topic``, or of some of its
     partitions, from ``start``; without ``follow``, up to the end offsets as they were
     when reading began (a busy topic does not keep it reading forever). With ``key``,
     only the partition Kafka's default partitioner gives that key. ``on_ready`` is
     called once every partition's start position is fixed: a record published after
-    it is read.
+    it is read. ``on_caught_up`` is called once every record that was there when
+    reading began has been yielded (then, without ``follow``, reading ends).
 
     Partitions are assigned, not subscribed: no consumer group, nothing committed.
     """
@@ -341,6 +355,7 @@ async def read_records(
         ends = await reader.end_offsets(chosen)
         if on_ready is not None:
             on_ready()
+        caught_up = False
         while True:
             batch = await reader.getmany(timeout_ms=250)
             for tp in sorted(batch, key=lambda t: t.partition):
@@ -349,10 +364,14 @@ async def read_records(
                         yield message
             if stop is not None and stop():
                 return
-            if not follow:
+            if not caught_up:
                 positions = [await reader.position(tp) for tp in chosen]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, chosen, strict=True)):
-                    return
+                    caught_up = True
+                    if on_caught_up is not None:
+                        on_caught_up()
+                    if not follow:
+                        return
     finally:
         await reader.stop()
 
@@ -405,7 +424,23 @@ def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WHEN",
         help="start at a time: a duration back (90s, 15m, 2h, 1d) or an ISO 8601 time",
     )
+    parser.add_argument(
+        "--last",
+        metavar="N",
+        type=_positive,
+        help="only the newest N records (with --follow: then what comes next)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON record per line")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
 
 
 def tail_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -418,8 +453,13 @@ def tail_command(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"connector: --since: {exc}", file=sys.stderr)
             return 2
-    elif args.from_beginning or not args.follow:
+    elif args.from_beginning or (not args.follow and not args.last):
         start = "beginning"
+    elif args.last and not (args.order or args.vendor or args.outcome or args.terminal):
+        # Unfiltered, the newest N are among the last N of each partition: read no more.
+        start = args.last
+    elif args.last:
+        start = "beginning"  # a filter may match only old records: read them all
     else:
         start = "end"
     exact = bool(args.order) and is_order_key(args.order)
@@ -434,9 +474,26 @@ def tail_command(settings: Settings, args: argparse.Namespace) -> int:
     )
     width = terminal_width()
 
+    # --last: the newest N matching records, by the broker's timestamp (then partition and
+    # offset), held until everything there was when reading began has been read.
+    newest: list[tuple[int, int, int, str]] = []
+    holding = [bool(args.last)]
+
+    def show(record: dict[str, Any]) -> None:
+        print(json.dumps(record) if args.json else format_row(record, width), flush=True)
+
+    def release() -> None:
+        holding[0] = False
+        for *_, text in sorted(newest):
+            show(json.loads(text))
+        newest.clear()
+
     def ready() -> None:
         if args.follow:
-            since = "the end" if start == "end" else f"{args.since or 'the beginning'}"
+            if args.last:
+                since = f"the newest {args.last} records"
+            else:
+                since = "the end" if start == "end" else f"{args.since or 'the beginning'}"
             print(
                 f"following from {since} (--since WHEN or --from-beginning for older records)",
                 file=sys.stderr,
@@ -453,10 +510,19 @@ def tail_command(settings: Settings, args: argparse.Namespace) -> int:
             start=start,
             follow=args.follow,
             on_ready=ready,
+            on_caught_up=release if args.last else None,
         ):
             record = as_json(message)
-            if record is not None and keep(record):
-                print(json.dumps(record) if args.json else format_row(record, width), flush=True)
+            if record is None or not keep(record):
+                continue
+            if holding[0]:
+                entry = (message.timestamp, message.partition, message.offset, json.dumps(record))
+                if len(newest) < args.last:
+                    heapq.heappush(newest, entry)
+                else:
+                    heapq.heappushpop(newest, entry)
+            else:
+                show(record)
 
     try:
         asyncio.run(tail())

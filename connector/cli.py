@@ -11,8 +11,10 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +23,14 @@ from connector.settings import Settings, get_settings
 if TYPE_CHECKING:
     from connector.first_start import StartFrom
 
-__all__ = ["main"]
+__all__ = ["EXIT_BROKEN_PIPE", "main"]
 
 logger = logging.getLogger(__name__)
+
+# What a shell reports for a program SIGPIPE ended (128 + 13), as for `cat big | head -1`:
+# the reader stopped early, the output was not all read. `set -o pipefail` scripts see
+# the same code from the connector as from any other Unix tool.
+EXIT_BROKEN_PIPE = 141
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -82,6 +89,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         loglevel=settings.log_level,
         override_logging=False,
     )
+    # Faust's terminal spinner writes "\b" and the show-cursor escape (ESC [?25h) at start-up
+    # even when its output is a log file or a pipe; without it Faust logs "Ready".
+    worker.spinner = None
     logger.info("event loop: %s", type(worker.loop).__module__)
     worker.execute_from_commandline()
     return 0
@@ -113,8 +123,10 @@ def tune_gc(threshold: int) -> None:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from aiokafka.errors import for_code
+
     from connector.kafka_clients import admin_client, ensure_topics
-    from connector.topics import definitions
+    from connector.topics import changelog_topic, definitions
 
     if args.action == "generate":
         from connector.schemas import write
@@ -131,19 +143,36 @@ def cmd_topics(args: argparse.Namespace) -> int:
             print(f"{d.name:<32} {d.partitions:>3} partitions  {state}")
         return 0
 
+    changelog = changelog_topic(settings)
+    rows = [(d.role, d.name) for d in definitions(settings)] + [("changelog", changelog)]
+
     async def describe() -> list[Any]:
         admin = admin_client(settings)
         await admin.start()
         try:
-            names = [d.name for d in definitions(settings)]
-            return list(await admin.describe_topics(names))
+            # Only topics that exist: a metadata request naming a missing topic makes a
+            # broker with auto.create.topics.enable create it (1 partition, no configs).
+            existing = set(await admin.list_topics())
+            wanted = [name for _, name in rows if name in existing]
+            return list(await admin.describe_topics(wanted)) if wanted else []
         finally:
             await admin.close()
 
-    for topic in asyncio.run(describe()):
-        parts = topic.get("partitions", [])
-        err = topic.get("error_code", 0)
-        print(f"{topic['topic']:<32} {len(parts):>3} partitions  error_code={err}")
+    found = {topic["topic"]: topic for topic in asyncio.run(describe())}
+    for role, name in rows:
+        topic = found.get(name, {})
+        code = topic.get("error_code", 3)
+        if code == 0:
+            count = len(topic.get("partitions", []))
+            state = f"{count:>3} partition{'' if count == 1 else 's'}"
+        elif code == 3:  # UNKNOWN_TOPIC_OR_PARTITION
+            maker = (
+                "the first worker creates it" if role == "changelog" else "connector topics ensure"
+            )
+            state = f"missing ({maker})"
+        else:
+            state = f"error: {for_code(code).__name__}"
+        print(f"{role:<11} {name:<40} {state}")
     return 0
 
 
@@ -232,26 +261,47 @@ def cmd_order(args: argparse.Namespace) -> int:
 
 
 def cmd_target(args: argparse.Namespace) -> int:
-    from connector.control import read_control, set_paused
-    from connector.vendors import registry as vendor_registry
+    from connector.control import forget, read_control, set_paused, target_forms, target_problem
 
     settings = get_settings()
-    _require_broker(settings)
-    if args.action in ("pause", "resume"):
+    if args.action in ("pause", "resume", "forget"):
         if not args.target:
-            forms = " or ".join(vendor_registry.limit_key_forms())
-            print(f"connector: give the target: {forms}", file=sys.stderr)
+            forms = " or ".join(target_forms())
+            print(f"connector: give the target: {forms}, e.g. kombo|workday:ACME1", file=sys.stderr)
             return 2
+        problem = target_problem(args.target)
+        if problem and args.action == "pause":
+            # Checked before anything is written: a bogus name would pause nothing.
+            print(f"connector: {problem}", file=sys.stderr)
+            return 2
+        _require_broker(settings)
+        if problem and args.target not in asyncio.run(read_control(settings)):
+            # resume and forget also take a listed entry that is not a target (written
+            # before names were checked), so that it can be removed.
+            print(f"connector: {problem}", file=sys.stderr)
+            return 2
+        if args.action == "forget":
+            asyncio.run(forget(settings, args.target, args.reason or ""))
+            print(f"{args.target} forgotten: resumed on every worker, removed from the list")
+            return 0
         paused = args.action == "pause"
         asyncio.run(set_paused(settings, args.target, paused, args.reason or ""))
         print(f"{args.target} {'paused' if paused else 'resumed'} on every worker")
         return 0
+    _require_broker(settings)
     state = asyncio.run(read_control(settings))
+    if not state and not args.json:
+        print("no target is paused (connector target pause comeet, or kombo|<integration_id>)")
     for control in sorted(state.values(), key=lambda c: c.target):
         if args.json:
             print(json.dumps({"target": control.target, **json.loads(control.to_json())}))
         else:
             status = "paused" if control.paused else "active"
+            if target_problem(control.target):
+                status = "ignored"
+                control = replace(
+                    control, reason=f"not a target: connector target forget '{control.target}'"
+                )
             print(
                 f"{control.target:<40} {status:<7} {control.time:<32} {control.by} {control.reason}"
             )
@@ -316,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     from connector.vendors import registry as vendor_registry
 
     nouns = ", or ".join(vendor_registry.target_nouns())
-    tgt = sub.add_parser("target", help=f"pause, resume or list targets ({nouns})")
-    tgt.add_argument("action", choices=["pause", "resume", "list"])
+    tgt = sub.add_parser("target", help=f"pause, resume, forget or list targets ({nouns})")
+    tgt.add_argument("action", choices=["pause", "resume", "forget", "list"])
     tgt.add_argument("target", nargs="?", help=" or ".join(vendor_registry.limit_key_forms()))
     tgt.add_argument("--reason", help="why (goes to the audit trail)")
     tgt.add_argument("--json", action="store_true")
@@ -357,6 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("WARNING", json_lines=False, secrets=_secrets(settings))
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        # The reader went away (`connector audit tail | head -3`): stop quietly. Python's
+        # recipe: point stdout at /dev/null, so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KafkaError as exc:
         # aiokafka logs the cause (e.g. authentication failed) just above; one line here.
         print(f"connector: Kafka error: {type(exc).__name__}: {exc}", file=sys.stderr)

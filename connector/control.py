@@ -9,6 +9,12 @@ worker that starts later reads the current state first.
 A paused target behaves like one whose circuit is open and never probes: its events
 park in order (whatever its outage policy) and are delivered when it is resumed.
 The CLI writes the change to the audit topic too.
+
+A target name is checked before it is written (:func:`target_problem`): a name that no
+vendor call is keyed by (``kombo`` alone, a typo) would pause nothing while the CLI
+answered success and every worker reported its circuit open. Workers also ignore such
+records (written before the check existed); ``connector target forget`` writes the
+key's tombstone, which resumes the target and removes it from ``connector target list``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +35,54 @@ from connector.audit import AuditRecord, Outcome
 from connector.kafka_clients import consumer, producer
 from connector.settings import Settings
 
-__all__ = ["TargetControl", "follow_control", "read_control", "set_paused"]
+__all__ = [
+    "TargetControl",
+    "follow_control",
+    "forget",
+    "read_control",
+    "set_paused",
+    "target_forms",
+    "target_problem",
+]
 
 logger = logging.getLogger(__name__)
+
+# The keys breakers and rate limits use (VendorRequest.limit_key), as each registered
+# vendor declares them (connector.vendors.registry): Comeet is one target, each Kombo
+# integration is one. A field is visible ASCII without '|' (connector.events._key_safe_id).
+_FIELD = "[\x21-\x7b\x7d\x7e]+"
+
+
+def target_forms() -> list[str]:
+    """``kombo|<integration_id>``, ``comeet``, …: what ``connector target`` takes."""
+    from connector.vendors import registry
+
+    return registry.limit_key_forms()
+
+
+def _target_pattern() -> re.Pattern[str]:
+    from connector.vendors import registry
+
+    patterns = []
+    for vendor in registry.entries():
+        for form in vendor.keys:
+            parts = re.split(r"\{[a-z_]+\}", form.limit)
+            patterns.append(_FIELD.join(re.escape(part) for part in parts))
+    return re.compile("|".join(dict.fromkeys(patterns)))
+
+
+def target_problem(name: str) -> str | None:
+    """Why ``name`` is not a target, or None when it is one."""
+    if _target_pattern().fullmatch(name):
+        return None
+    hint = ""
+    if name == "kombo":
+        hint = " (Kombo is paused per integration: kombo|<integration_id>)"
+    elif name.startswith("kombo|") and name.count("|") > 1:
+        hint = " (that looks like an order key; its target is kombo|<integration_id>)"
+    elif name.startswith("comeet|"):
+        hint = " (Comeet is one target: comeet)"
+    return f"{name!r} is not a target{hint}; a target is one of: " + ", ".join(target_forms())
 
 
 @dataclass(frozen=True)
@@ -95,7 +147,14 @@ async def follow_control(
                 for messages in batch.values():
                     for message in messages:
                         control = TargetControl.from_record(message.key, message.value)
-                        if control is not None:
+                        if control is not None and target_problem(control.target):
+                            # Would pause nothing and report a phantom open circuit.
+                            logger.warning(
+                                "control record for %r ignored: not a target "
+                                "(connector target forget removes it)",
+                                control.target,
+                            )
+                        elif control is not None:
                             logger.info(
                                 "target %s %s",
                                 control.target,
@@ -112,7 +171,7 @@ async def follow_control(
 
 
 async def read_control(settings: Settings) -> dict[str, TargetControl]:
-    """The current state of every target ever paused."""
+    """The current state of every target ever paused and not forgotten."""
     tp = TopicPartition(settings.topics.control_topic, 0)
     reader = _reader(settings)
     await reader.start()
@@ -125,6 +184,9 @@ async def read_control(settings: Settings) -> dict[str, TargetControl]:
             batch = await reader.getmany(timeout_ms=500)
             for messages in batch.values():
                 for message in messages:
+                    if message.key and message.value is None:  # forgotten (a tombstone)
+                        state.pop(message.key.decode("utf-8", "replace"), None)
+                        continue
                     control = TargetControl.from_record(message.key, message.value)
                     if control is not None:
                         state[control.target] = control
@@ -137,19 +199,38 @@ async def set_paused(settings: Settings, target: str, paused: bool, reason: str 
     """Publish the change for every worker, and record it in the audit trail."""
     who = f"cli@{socket.gethostname()}"
     control = TargetControl(target, paused, who, reason, datetime.now(UTC).isoformat())
+    done = "paused" if paused else "resumed"
+    outcome = Outcome.PAUSED if paused else Outcome.RESUMED
+    await _publish(settings, target, control.to_json(), outcome, done, reason)
+
+
+async def forget(settings: Settings, target: str, reason: str = "") -> None:
+    """Remove the target's entry (a tombstone): workers resume it, the list drops it."""
+    done = "forgotten (resumed, removed from the list)"
+    await _publish(settings, target, None, Outcome.RESUMED, done, reason)
+
+
+async def _publish(
+    settings: Settings,
+    target: str,
+    value: bytes | None,
+    outcome: Outcome,
+    done: str,
+    reason: str,
+) -> None:
+    who = f"cli@{socket.gethostname()}"
     audit = AuditRecord(
         worker_id=who,
-        outcome=Outcome.PAUSED if paused else Outcome.RESUMED,
+        outcome=outcome,
         terminal=False,
-        vendor=target.split("|", 1)[0],
-        reason=f"target {target} {'paused' if paused else 'resumed'} by an operator"
-        + (f": {reason}" if reason else ""),
+        vendor=None if target_problem(target) else target.split("|", 1)[0],
+        reason=f"target {target} {done} by an operator" + (f": {reason}" if reason else ""),
     )
     writer = producer(settings)
     await writer.start()
     try:
         await writer.send_and_wait(
-            settings.topics.control_topic, control.to_json(), key=target.encode(), partition=0
+            settings.topics.control_topic, value, key=target.encode(), partition=0
         )
         await writer.send_and_wait(
             settings.topics.audit, audit.model_dump_json().encode(), key=target.encode()

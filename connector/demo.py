@@ -32,7 +32,7 @@ from connector.events import event_adapter
 from connector.kafka_clients import ensure_topics, producer
 from connector.settings import Settings, external_bootstrap_servers
 
-__all__ = ["run_demo", "scenario"]
+__all__ = ["NEXT_STEPS", "planted", "run_demo", "scenario"]
 
 REPORT_PDF = base64.b64encode(b"%PDF-1.4 demo assessment report").decode()
 FLAKY_INTEGRATION = "lever:DEMOflaky01"
@@ -143,6 +143,43 @@ def scenario(orders: int = 30) -> list[tuple[bytes | None, bytes]]:
     return raw
 
 
+def planted(orders: int) -> list[tuple[str, int, str]]:
+    """The problems :func:`scenario` plants on purpose: (outcome, count, what), so that
+    "dead_lettered 2" in the summary reads as the expected result, not a failure."""
+    found = [
+        (
+            "dead_lettered",
+            2,
+            "comeet|eval-999 is not JSON; comeet|eval-998's status text is longer than "
+            "Comeet's 40 characters (a contract violation)",
+        )
+    ]
+    if orders > 1:
+        found += [
+            ("duplicate", 1, "comeet|eval-001's completion published twice (a producer retry)"),
+            ("rejected", 1, "comeet|eval-001 opened again after it completed"),
+        ]
+    found.append(
+        (
+            "failed",
+            0,
+            f"kombo|{FLAKY_INTEGRATION} answers 503 twice, then the retries deliver "
+            "(failed attempts, not terminal)",
+        )
+    )
+    return found
+
+
+NEXT_STEPS = """\
+next steps (the demo stopped everything it started):
+  a broker that stays up: python -m connector.local.kafka (or docker compose up -d, README
+    "Deploying for real"); then export KAFKA_BOOTSTRAP_SERVERS=<the address it prints>
+  connector topics ensure; connector publish topics/examples/order.completed.kombo.json
+  connector audit tail --last 20; connector dlq list; connector order show KEY
+  README "Watching the audit topic"; connector COMMAND --help lists what each one reads
+"""
+
+
 @contextlib.contextmanager
 def _local_stack(settings: Settings, workdir: Path, workers: int) -> Iterator[Settings]:
     from connector.local.kafka import LocalKafka
@@ -240,13 +277,20 @@ def run_demo(
         _local_stack(settings, Path(tmp), workers) as demo_settings,
     ):
         outcomes = asyncio.run(_publish_and_watch(demo_settings, records, timeout))
-        total = sum(outcomes.values())
-        print(
-            "\nsummary: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
-            + f" (terminal {total} of {len(records)} events)"
-        )
-        return 0 if total == len(records) else 1
+    total = sum(outcomes.values())
+    print("\nplanted on purpose (the expected outcomes, not failures):")
+    for outcome, count, what in planted(orders):
+        print(f"  {outcome + (f' {count}' if count else ''):<16} {what}")
+    print(
+        "\nsummary: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+        + f" (terminal {total} of {len(records)} events)"
+    )
+    expected = all(outcomes[o] == n for o, n, _ in planted(orders) if n)
+    if total == len(records):
+        print("all events ended" + (" as planted" if expected else "; compare with the plan above"))
+    print("\n" + NEXT_STEPS)
+    return 0 if total == len(records) else 1
 
 
 if __name__ == "__main__":

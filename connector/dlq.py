@@ -380,14 +380,23 @@ def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
             f"skipped {len(plan.unreplayable)} dead letters without an original value",
             file=sys.stderr,
         )
+    # With --json, stdout holds only JSON lines (one per letter); the counts go to stderr.
+    summary = sys.stderr if args.json else sys.stdout
     if args.dry_run:
         for entry in plan.send:
-            print(f"would replay: {_row(entry)}")
-        print(f"would replay {len(plan.send)} dead letters")
+            if args.json:
+                print(json.dumps(entry.to_json(), ensure_ascii=False))
+            else:
+                print(f"would replay: {_row(entry)}")
+        print(f"would replay {len(plan.send)} dead letters", file=summary)
         return 2 if plan.refused and not plan.send else 0
 
     def progress(n: int, entry: Letter, to: SourceRef) -> None:
         letter = entry.letter
+        if args.json:
+            done = {**entry.to_json(), "replayed_to": to.model_dump(mode="json")}
+            print(json.dumps(done, ensure_ascii=False), flush=True)
+            return
         print(
             f"replayed {n}: {letter.order_key or '-'} {letter.event_id or '-'} "
             f"({letter.code}) -> {to.topic}[{to.partition}]@{to.offset}",
@@ -395,5 +404,5 @@ def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
         )
 
     count = asyncio.run(replay(settings, plan, progress=progress))
-    print(f"replayed {count} dead letters")
+    print(f"replayed {count} dead letters", file=summary)
     return 2 if plan.refused and not count else 0

@@ -88,6 +88,7 @@ __all__ = [
     "event_adapter",
     "event_json_schema",
     "order_key",
+    "order_key_of_record",
     "parse_record",
     "parse_value",
     "register_order_target",
@@ -597,6 +598,41 @@ def order_key(target: Target) -> str:
     although order and evaluation ids may hold any printable character, ``|`` included.
     """
     return target.key
+
+
+def order_key_of_record(key: bytes | None) -> str | None:
+    """The order key a record's Kafka key names, or None when it has none of that form.
+
+    For a record that cannot be parsed the key is all that is known of its order: its
+    audit records and dead letter carry it, so that ``audit tail --order`` and ``order
+    show`` find them. Only a key that :func:`order_key` could have made counts (valid
+    UTF-8, a known vendor prefix, ids within their limits and free of control
+    characters), so a hostile key never becomes an order key in the audit trail.
+    """
+    if not key or len(key) > 16 + MAX_INTEGRATION_ID_LENGTH + 4 * MAX_ORDER_ID_LENGTH:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    vendor, _, rest = text.partition("|")
+    if vendor == "comeet":
+        integration, order_id = None, rest
+    elif vendor == "kombo":
+        integration, _, order_id = rest.partition("|")
+    elif vendor == "kombo-packages":
+        integration, order_id = rest, None
+    else:
+        return None
+    if integration is not None and not (
+        0 < len(integration) <= MAX_INTEGRATION_ID_LENGTH and not _NOT_KEY_SAFE.search(integration)
+    ):
+        return None
+    if order_id is not None and not (
+        0 < len(order_id) <= MAX_ORDER_ID_LENGTH and not _CONTROL_OR_SURROGATE.search(order_id)
+    ):
+        return None
+    return text
 
 
 def _refuse_constant(name: str) -> float:

@@ -22,6 +22,7 @@ from connector.context import CURRENT
 
 __all__ = [
     "EventContextFilter",
+    "FaustNoiseFilter",
     "JsonFormatter",
     "RedactingFilter",
     "RepeatFilter",
@@ -119,6 +120,25 @@ class RepeatFilter(logging.Filter):
         return False
 
 
+class FaustNoiseFilter(logging.Filter):
+    """Drops Faust's warnings that say nothing about this connector's health.
+
+    "Missing sensor state for rebalance" (and "... rebalance end"), on every rebalance:
+    Faust keeps one state per sensor and warns when the set is empty. The connector
+    removes Faust's only sensor, its Monitor (connector/app.py; its own metrics replace
+    it), so the set is always empty and the warning only says that no sensor wanted to
+    hear about the rebalance. Nothing is skipped but calls to sensors that do not exist.
+    """
+
+    _NOISE = ("]: Missing sensor state for rebalance",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Faust's app logs through mode's service logger, named after the module of the
+        # app's class (connector.app here), with a "[^-Name]: " prefix: match the text.
+        message = str(record.msg)
+        return not (message.startswith("[^") and any(n in message for n in self._NOISE))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
@@ -158,6 +178,7 @@ class TextFormatter(logging.Formatter):
 def configure_logging(level: str, *, json_lines: bool, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(FaustNoiseFilter())
     handler.addFilter(RepeatFilter())
     handler.addFilter(EventContextFilter())
     handler.addFilter(RedactingFilter(secrets))

@@ -21,11 +21,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from connector.audit import AuditRecord, DeadLetter, Outcome
+from connector.audit import DEAD_LETTER_CODES, AuditRecord, DeadLetter, Outcome
 from connector.context import CURRENT
+from connector.events import EventType
 from connector.vendors import registry as vendor_registry
 
-__all__ = ["LAG_TIMEOUT_S", "Metrics", "update_lag"]
+__all__ = ["EVENT_OUTCOMES", "LAG_TIMEOUT_S", "Metrics", "update_lag"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,21 @@ _EVENT_AGE_BUCKETS = (
 )  # fmt: skip
 # A scrape must answer even when the consumer thread is busy (rebalance, recovery).
 LAG_TIMEOUT_S = 2.0
+
+# The outcomes a worker counts per event type (connector_events_total); an unreadable
+# record has no type ("unknown") and ends invalid, then dead-lettered.
+EVENT_OUTCOMES = tuple(
+    o.value
+    for o in (
+        Outcome.DELIVERED,
+        Outcome.DUPLICATE,
+        Outcome.REJECTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.PARKED,
+        Outcome.ACCEPTED,
+    )
+)
+_UNREADABLE_OUTCOMES = (Outcome.INVALID.value, Outcome.DEAD_LETTERED.value)
 
 
 class Metrics:
@@ -121,6 +137,17 @@ class Metrics:
         # Labelled series by (metric, label values): prometheus_client's ``labels()``
         # validates and locks on every call, several times per event.
         self._series: dict[tuple[Any, ...], Any] = {}
+        # Every label set known in advance starts at 0 with the worker: increase() and
+        # rate() count nothing for a series whose first sample is already 1, so the
+        # worker's first dead letter of a code (or first parked event) would fire no
+        # alert (ConnectorDeadLetters, ConnectorEventsParked).
+        for code in DEAD_LETTER_CODES:
+            self._one(self.dead_letters, code)
+        for event_type in EventType:
+            for outcome in EVENT_OUTCOMES:
+                self._one(self.events, event_type.value, outcome)
+        for outcome in _UNREADABLE_OUTCOMES:
+            self._one(self.events, "unknown", outcome)
 
     def _one(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -153,7 +180,7 @@ class Metrics:
                     self._one(self.event_latency, record.vendor).observe(max(0.0, age))
 
     def observe_dead_letter(self, record: DeadLetter) -> None:
-        self.dead_letters.labels(record.code).inc()
+        self._one(self.dead_letters, record.code).inc()
 
     def bind_gauges(self, in_flight: Callable[[], int], paused: Callable[[], int]) -> None:
         self.in_flight.set_function(in_flight)

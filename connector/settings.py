@@ -67,7 +67,17 @@ def _read_secret_file(path: str | None) -> SecretStr | None:
             f"secret file {path} does not exist: create it (Docker Compose: run "
             "scripts/compose-secrets, see README 'Docker Compose')"
         )
-    secret = file.read_text(encoding="utf-8").strip()
+    try:
+        secret = file.read_text(encoding="utf-8").strip()
+    except OSError as exc:  # e.g. a Compose secret mounted 0600 for another uid
+        raise ValueError(
+            f"secret file {path} cannot be read by uid {os.getuid()} "
+            f"({exc.strerror or type(exc).__name__}): make it readable by that user "
+            "(Docker Compose mounts a file with its host owner and mode: run "
+            "scripts/compose-secrets again, see README 'Docker Compose')"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path} is not UTF-8 text") from None
     if not secret:
         raise ValueError(f"secret file {path} is empty")
     return SecretStr(secret)

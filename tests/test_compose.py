@@ -196,10 +196,13 @@ def test_one_command_creates_the_secrets_compose_mounts(tmp_path: Path) -> None:
     shutil.copy(ROOT / "scripts/compose-secrets", tmp_path / "scripts")
     script = tmp_path / "scripts/compose-secrets"
     first = subprocess.run([script], capture_output=True, text=True, check=True)
+    # The container's uid 10001 reads the file (mounted with its host mode); other host
+    # users cannot reach it through the directory.
+    assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
     for secret in COMPOSE["secrets"].values():
         file = tmp_path / secret["file"]
         assert file.stat().st_size >= 32
-        assert file.stat().st_mode & 0o777 == 0o600
+        assert file.stat().st_mode & 0o777 == 0o644
     assert first.stdout.count("created") == len(COMPOSE["secrets"])
     # The empty directory some Docker versions leave for a missing secret file is replaced.
     (tmp_path / "secrets/comeet_token").unlink()
@@ -207,9 +210,14 @@ def test_one_command_creates_the_secrets_compose_mounts(tmp_path: Path) -> None:
     subprocess.run([script], capture_output=True, text=True, check=True)
     assert (tmp_path / "secrets/comeet_token").is_file()
     kept = (tmp_path / "secrets/kombo_api_key").read_text()
+    # A file made 0600 by an earlier version (or by hand) is made readable, and kept.
+    (tmp_path / "secrets/kombo_api_key").chmod(0o600)
+    (tmp_path / "secrets").chmod(0o755)
     again = subprocess.run([script], capture_output=True, text=True, check=True)
     assert again.stdout.count("kept") == len(COMPOSE["secrets"])
     assert (tmp_path / "secrets/kombo_api_key").read_text() == kept
+    assert (tmp_path / "secrets/kombo_api_key").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700
     assert "scripts/compose-secrets" in README
 
 

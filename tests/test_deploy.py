@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from connector.audit import AuditRecord, DeadLetter, Outcome
 from connector.metrics import Metrics
 from connector.settings import Settings
 
@@ -195,3 +197,80 @@ def test_dashboard_has_a_data_source_variable_and_job_instance_filters() -> None
         selectors = re.findall(r"\b(connector_[a-z_]+)(\{[^}]*\})?", query)
         for name, labels in selectors:
             assert 'job=~"$job"' in labels and 'instance=~"$instance"' in labels, (name, query)
+
+
+def _scrape(metrics: Metrics, name: str, labels: dict[str, str]) -> str:
+    """One sample of a series as promtool's input notation: its value, or _ if absent."""
+    for fam in text_string_to_metric_families(metrics.render().decode()):
+        for sample in fam.samples:
+            if sample.name == name and sample.labels == labels:
+                return f"{sample.value:g}"
+    return "_"
+
+
+def test_a_workers_first_dead_letter_and_parked_events_fire_their_alerts(
+    tmp_path: Path,
+) -> None:
+    """The input series are what a worker really serves, scraped once a minute: it starts
+    at minute 2, dead-letters one unreadable record at minute 4 and parks one completion
+    a minute from minute 4 on. A series that first appears at 1 fires nothing."""
+    tool = promtool()
+    letters = ("connector_dead_letters_total", {"code": "not_json"})
+    parked = ("connector_events_total", {"event_type": "order.completed", "outcome": "parked"})
+    scrapes: dict[str, list[str]] = {"letters": ["_", "_"], "parked": ["_", "_"]}
+    metrics = Metrics()
+    for minute in range(2, 25):
+        if minute == 4:
+            metrics.observe_dead_letter(DeadLetter(worker_id="w1", code="not_json", reason="x"))
+        if minute >= 4:
+            metrics.observe_audit(
+                AuditRecord(
+                    worker_id="w1",
+                    outcome=Outcome.PARKED,
+                    terminal=False,
+                    event_type="order.completed",
+                )
+            )
+        scrapes["letters"].append(_scrape(metrics, *letters))
+        scrapes["parked"].append(_scrape(metrics, *parked))
+
+    def series(name: str, labels: dict[str, str]) -> str:
+        inner = ",".join(f'{k}="{v}"' for k, v in {**labels, "instance": "w1"}.items())
+        return f"{name}{{{inner}}}"
+
+    firing = "count by (alertname) (ALERTS{alertstate='firing'})"
+    test = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": series(*letters), "values": " ".join(scrapes["letters"])},
+                    {"series": series(*parked), "values": " ".join(scrapes["parked"])},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": firing,
+                        "eval_time": "6m",
+                        "exp_samples": [
+                            {"labels": '{alertname="ConnectorDeadLetters"}', "value": 1}
+                        ],
+                    },
+                    {
+                        "expr": firing,
+                        "eval_time": "21m",
+                        "exp_samples": [
+                            {"labels": '{alertname="ConnectorEventsParked"}', "value": 1}
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "worker.test.yml"
+    path.write_text(yaml.safe_dump(test))
+    run = subprocess.run(
+        [tool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, f"{scrapes}\n{run.stdout}{run.stderr}"

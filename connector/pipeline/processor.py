@@ -47,7 +47,7 @@ from connector.breaker import Breakers
 from connector.context import EventContext
 from connector.delivery import Lease, OrderedDispatcher
 from connector.errors import InvalidEventError, RevokedError
-from connector.events import parse_record
+from connector.events import order_key_of_record, parse_record
 from connector.pipeline.effects import Effects, Sinks, StateStore
 from connector.pipeline.order import OrderRun
 from connector.pipeline.parking import Parking, input_headers, origin
@@ -231,17 +231,25 @@ class Processor:
     ) -> Callable[[], Awaitable[None]]:
         kept = Header.of(input_headers(headers))
         records, effects = self._records, self._effects
+        # The Kafka key, when it is an order key's form: audit tail --order and order show
+        # then find the unreadable record too.
+        known = {"order_key": order_key_of_record(key)}
 
         async def job() -> None:
             tracing.start(ctx)
             try:
                 reason = f"{error.code}: {error.reason}"
                 invalid = records.audit(
-                    None, source, outcome=Outcome.INVALID, terminal=False, reason=reason
+                    None, source, outcome=Outcome.INVALID, terminal=False, reason=reason, **known
                 )
                 await effects.emit(lease, invalid)
                 terminal = records.audit(
-                    None, source, outcome=Outcome.DEAD_LETTERED, terminal=True, reason=reason
+                    None,
+                    source,
+                    outcome=Outcome.DEAD_LETTERED,
+                    terminal=True,
+                    reason=reason,
+                    **known,
                 )
                 letter = records.letter(
                     source, key, value, None, code=error.code, reason=error.reason, headers=kept

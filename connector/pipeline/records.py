@@ -14,7 +14,7 @@ from typing import Any
 from connector.audit import AuditRecord, DeadLetter, Header, Outcome, SourceRef
 from connector.delivery import Lease
 from connector.errors import DeliveryError, PermanentDeliveryError
-from connector.events import Event
+from connector.events import Event, order_key_of_record
 from connector.vendors import VendorRequest
 
 __all__ = ["Ending", "Job", "RecordBuilder"]
@@ -111,7 +111,9 @@ class RecordBuilder:
         return DeadLetter(
             worker_id=self._worker,
             event_id=event.event_id if event else None,
-            order_key=event.key if event else None,
+            # An unreadable record's Kafka key, when it is an order key's form: the letter
+            # is then found by the order (dlq list, order show).
+            order_key=event.key if event else order_key_of_record(key),
             source=source,
             original_key_b64=DeadLetter.encode(key),
             original_value_b64=DeadLetter.encode(value),

@@ -50,6 +50,32 @@ def test_a_bad_value_names_the_variable_problem_and_fix(clean_env, capsys) -> No
     ]
 
 
+def test_an_unreadable_secret_file_is_one_line_naming_it(clean_env, capsys, tmp_path: Path) -> None:
+    # A Compose secret mounted 0600 for the host user, read by the image's uid 10001.
+    unreadable = tmp_path / "kombo_api_key"
+    unreadable.write_text(SECRET)
+    unreadable.chmod(0)
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self == unreadable:  # root reads a mode-0 file: refuse as the kernel would
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    clean_env.setattr(Path, "read_text", read_text)
+    clean_env.setenv("CONNECTOR_KOMBO__API_KEY_FILE", str(unreadable))
+    code, lines = errors_of(capsys, ["worker"])
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"connector: configuration error: CONNECTOR_KOMBO__API_KEY_FILE='{unreadable}': "
+        f"secret file {unreadable} cannot be read by uid "
+    )
+    assert "(Permission denied); fix: make it readable by that user" in lines[0]
+    assert "scripts/compose-secrets" in lines[0]
+    assert SECRET not in lines[0]
+
+
 def test_a_missing_secret_file_is_one_line_and_a_secret_is_never_echoed(
     clean_env, capsys, tmp_path: Path
 ) -> None:

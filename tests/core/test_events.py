@@ -7,7 +7,12 @@ import json
 import pytest
 
 from connector.errors import InvalidEventError
-from connector.events import MAX_JSON_DEPTH, OrderCompleted, parse_record
+from connector.events import (
+    MAX_JSON_DEPTH,
+    OrderCompleted,
+    order_key_of_record,
+    parse_record,
+)
 from tests.factories import PDF_B64, make_event, record, target
 
 MAX = 1_000_000
@@ -359,3 +364,43 @@ def test_a_surrogate_pair_is_ordinary_text() -> None:
     value = json.dumps(event).encode()  # "\ud83d\ude00": a valid pair
     assert b"\\ud83d\\ude00" in value
     assert parse_record("kombo|w:1|o-😀".encode(), value, max_bytes=MAX).key == "kombo|w:1|o-😀"
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        target("comeet", "eval-bad"),
+        target("kombo", "ord-42", "workday:ACME1"),
+        target("comeet", "a|b 🎉"),  # an evaluation id may hold '|' and any printable text
+        target("kombo", "o|r|d", "greenhouse:HW"),
+    ],
+)
+def test_a_records_key_names_the_order_that_order_key_makes(t: dict) -> None:
+    key = record(make_event("completed", t))[0]
+    assert key is not None
+    assert order_key_of_record(key) == key.decode()
+
+
+def test_a_packages_key_names_its_order() -> None:
+    assert order_key_of_record(b"kombo-packages|workday:ACME1") == "kombo-packages|workday:ACME1"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        b"",
+        b"comeet",
+        b"comeet|",
+        b"kombo|workday:ACME1",  # no order id
+        b"kombo||ord-1",
+        b"kombo|work day|ord-1",  # an integration id is key-safe
+        b"kombo-packages|",
+        b"salesforce|x",
+        b"comeet|\xff",  # not UTF-8
+        b"comeet|a\nb",  # control characters would reach terminals and logs
+        b"comeet|" + b"x" * 5000,
+    ],
+)
+def test_anything_else_names_no_order(key: bytes | None) -> None:
+    assert order_key_of_record(key) is None

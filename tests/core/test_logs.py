@@ -83,3 +83,25 @@ def test_repeated_lines_are_throttled_and_counted() -> None:
     ]
     assert lines[3] == "Unable connect to node 7 (+97 similar suppressed)"
     assert len(lines) == 4
+
+
+def test_faust_warning_about_its_missing_sensors_is_not_logged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from connector.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", json_lines=True)
+        faust_log = logging.getLogger("connector.app")  # the module of the app's class
+        # As mode's CompositeLogger passes it on, on every rebalance.
+        faust_log.warning("[^---Producer]: Missing sensor state for rebalance #%s", 3)
+        faust_log.warning("[^---Producer]: Missing sensor state for rebalance end #%s", 3)
+        faust_log.warning("[^---Fetcher]: something else")
+        logging.getLogger("connector.x").warning("Missing sensor state for rebalance")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["[^---Fetcher]: something else", "Missing sensor state for rebalance"]

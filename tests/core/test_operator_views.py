@@ -288,3 +288,45 @@ def test_without_a_terminal_the_detail_is_whole(monkeypatch: pytest.MonkeyPatch)
     assert row.endswith("r" * 300)
     assert "|ord-000001" in row
     assert len(format_header().splitlines()[1]) < 200
+
+
+@pytest.mark.parametrize("width", [90, 100, 120, 160, 1_000])
+def test_worker_ids_fit_their_column(width: int) -> None:
+    for worker in ("worker-1", "worker-12", "connector-3"):
+        row = format_row(_record(worker_id=worker), width)
+        assert f" {worker} " in row, row
+    # Longer ids keep their end, where ids like these differ.
+    row = format_row(_record(worker_id="assessment-connector-11"), 100)
+    assert " …onnector-11 " in row
+
+
+def test_a_narrow_terminal_keeps_the_end_of_a_worker_id() -> None:
+    assert " …ker-1 " in format_row(_record(worker_id="worker-1"), 80)
+
+
+def test_a_dry_run_with_json_prints_one_json_letter_per_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from connector import dlq
+    from connector.settings import Settings
+
+    letters = [_letter("retries_exhausted", 1), _letter("permanent", 2), _letter("schema", 3)]
+
+    async def read_letters(settings: Settings) -> list[Letter]:
+        return letters
+
+    monkeypatch.setattr(dlq, "read_letters", read_letters)
+    parser = argparse.ArgumentParser()
+    dlq.add_dlq_arguments(parser)
+    args = parser.parse_args(["replay", "--dry-run", "--json"])
+    assert dlq.dlq_command(Settings(), args) == 0
+    out, err = capsys.readouterr()
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [(d["code"], d["position"]["offset"]) for d in printed] == [
+        ("retries_exhausted", 1),
+        ("permanent", 2),
+    ]
+    assert "would replay 2 dead letters" in err
+    assert "refused 1" in err

@@ -394,3 +394,26 @@ async def test_dead_letters_keep_the_input_headers_without_the_parking_ones() ->
     assert [h.pair() for h in by_offset[1].headers] == [("x-producer", b"svc")]
     # A parked record: its origin (offset 7) and the producer's headers, not the parking ones.
     assert [h.pair() for h in by_offset[7].headers] == [("y", b"1")]
+
+
+@pytest.mark.parametrize(
+    ("key", "order_key"),
+    [
+        (b"comeet|eval-bad", "comeet|eval-bad"),
+        (b"kombo|workday:ACME1|ord-42", "kombo|workday:ACME1|ord-42"),
+        (b"not an order key", None),
+        (b"comeet|\x1b[2J", None),  # a terminal escape never becomes an order key
+        (None, None),
+    ],
+)
+async def test_an_unreadable_record_is_audited_under_the_order_its_key_names(
+    key: bytes | None, order_key: str | None
+) -> None:
+    processor, _, sinks, _, dispatcher = build()
+    await processor.handle(SourceRef(topic="ev", partition=0, offset=0), key, b"junk", lambda: None)
+    await dispatcher.join()
+    assert [(r.outcome.value, r.order_key) for r in sinks.audits] == [
+        ("invalid", order_key),
+        ("dead_lettered", order_key),
+    ]
+    assert [(lt.code, lt.order_key) for lt in sinks.letters] == [("not_json", order_key)]
