@@ -42,7 +42,7 @@ from pydantic import SecretStr
 
 from bench.report import markdown_table
 from bench.workload import event_value, make_orders
-from connector.events import parse_record
+from connector.domain.events import parse_record
 from connector.kafka.http import build_http_client
 from connector.settings import DeliverySettings, KomboSettings
 from connector.vendors import VendorRequest, map_event

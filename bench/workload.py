@@ -60,7 +60,7 @@ class Order:
     vendor: str  # "kombo" | "comeet"
     order_id: str
     integration_id: str  # Kombo only
-    key: bytes  # the Kafka record key (connector.events.order_key)
+    key: bytes  # the Kafka record key (connector.domain.events.order_key)
     sandbox_key: str  # the ``key`` the sandbox records: "<integration>/<order>" or the evaluation
 
     @property

@@ -5,13 +5,13 @@ The Faust and Kafka specifics live in :mod:`connector.kafka`; this module wires 
 Decisions recorded here:
 
 * The events topic is read with raw serializers: parsing is ours
-  (:func:`connector.events.parse_record`), so bad bytes become a dead letter
+  (:func:`connector.domain.events.parse_record`), so bad bytes become a dead letter
   instead of a crash inside Faust's deserializer.
 * The events and parking topics are subscribed for assignment only
   (:func:`~connector.kafka.faust_app.subscribe_for_assignment`), so that Faust
   assigns them with the table; their records skip Faust's stream: the intake
   (:mod:`connector.kafka.intake`) hands them from each fetch to the processor,
-  :class:`~connector.delivery.OrderedDispatcher` finishes each record strictly in
+  :class:`~connector.pipeline.delivery.OrderedDispatcher` finishes each record strictly in
   offset order per partition, and :class:`~connector.kafka.commits.Commits`
   commits its position.
 * The table is co-partitioned with its input *by construction*: it does not
@@ -45,9 +45,9 @@ from typing import Any
 import faust
 import httpx
 
-from connector.audit import SourceRef
-from connector.control import follow_control
-from connector.delivery import OrderedDispatcher
+from connector.domain.audit import SourceRef
+from connector.infra.kafka_clients import ssl_context
+from connector.infra.metrics import Metrics, update_lag
 from connector.kafka.commits import Commits
 from connector.kafka.compat import verify_libraries
 from connector.kafka.driver import ConnectorConsumer
@@ -64,11 +64,11 @@ from connector.kafka.guard import OffsetGuard
 from connector.kafka.http import build_http_client
 from connector.kafka.intake import Fetched, Intake, Route
 from connector.kafka.recovery import ConnectorTableManager
-from connector.kafka_clients import ssl_context
-from connector.metrics import Metrics, update_lag
+from connector.ops.control import follow_control
 from connector.pipeline import Processor
-from connector.rate_share import RateShare, share_rates
-from connector.ratelimit import RateLimiter
+from connector.pipeline.delivery import OrderedDispatcher
+from connector.pipeline.rate_share import RateShare, share_rates
+from connector.pipeline.ratelimit import RateLimiter
 from connector.settings import Settings
 from connector.vendors import build_clients
 from connector.vendors.base import VendorClient
@@ -114,7 +114,7 @@ class ConnectorApp:
     commits: Commits | None = None
     store: TableStore | None = None
     _reported: set[tuple[str, Any, int]] = field(default_factory=set)  # report_overdue's
-    rate_share: RateShare = field(default_factory=RateShare)  # connector.rate_share
+    rate_share: RateShare = field(default_factory=RateShare)  # connector.pipeline.rate_share
 
     def runtime(self) -> Processor:
         if self.processor is None:
@@ -347,7 +347,7 @@ def create_app(settings: Settings) -> ConnectorApp:
 
     @app.timer(5.0)
     async def retry_stale_rewinds() -> None:
-        # A partition read again over a hole whose re-read never came (connector.offsets).
+        # A partition read again over a hole whose re-read never came (connector.kafka.guard).
         if connector.offsets is not None:
             await connector.offsets.retry_stale_rewinds()
         connector.report_overdue()
@@ -408,8 +408,8 @@ def create_app(settings: Settings) -> ConnectorApp:
 
     @app.page("/orders/{key:.+}")
     async def order_state(web: Any, request: Any, key: str) -> Any:
-        # One order's state, from the worker owning its partition (connector.order_view).
-        from connector.order_view import web_answer
+        # One order's state, from the worker owning its partition (connector.ops.order_view).
+        from connector.ops.order_view import web_answer
 
         status, body, headers = web_answer(connector, key, request.query.get("partition"))
         return web.json(body, status=status, headers=headers)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from connector.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from connector.first_start import StartFrom
+    from connector.ops.first_start import StartFrom
 
 __all__ = ["EXIT_BROKEN_PIPE", "main"]
 
@@ -34,7 +34,7 @@ EXIT_BROKEN_PIPE = 141
 
 
 def _secrets(settings: Settings) -> list[str]:
-    from connector.accounts import secret_values
+    from connector.vendors.accounts import secret_values
 
     # Every credential, named accounts and per-customer tokens included.
     return secret_values(settings)
@@ -52,13 +52,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from connector.app import create_app
-    from connector.check import refuse_unsafe_start
-    from connector.first_start import guard_first_start
+    from connector.infra.kafka_clients import ensure_topics
+    from connector.infra.logs import configure_logging
+    from connector.infra.tracing import configure as configure_tracing
     from connector.kafka.compat import verify_libraries
-    from connector.kafka_clients import ensure_topics
-    from connector.logs import configure_logging
+    from connector.ops.check import refuse_unsafe_start
+    from connector.ops.first_start import guard_first_start
     from connector.settings import otel_environment
-    from connector.tracing import configure as configure_tracing
 
     # First: the Kafka adapter runs only on the library versions it was verified against.
     verify_libraries()
@@ -125,11 +125,11 @@ def tune_gc(threshold: int) -> None:
 def cmd_topics(args: argparse.Namespace) -> int:
     from aiokafka.errors import for_code
 
-    from connector.kafka_clients import admin_client, ensure_topics
-    from connector.topics import changelog_topic, definitions
+    from connector.infra.kafka_clients import admin_client, ensure_topics
+    from connector.infra.topics import changelog_topic, definitions
 
     if args.action == "generate":
-        from connector.schemas import write
+        from connector.ops.schemas import write
 
         for path in write(Path(args.dir)):
             print(f"wrote {path}")
@@ -177,9 +177,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from connector.domain.events import parse_value
     from connector.errors import InvalidEventError
-    from connector.events import parse_value
-    from connector.kafka_clients import producer
+    from connector.infra.kafka_clients import producer
 
     settings = get_settings()
     try:
@@ -228,8 +228,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from connector.demo import run_demo
-    from connector.logs import configure_logging
+    from connector.infra.logs import configure_logging
+    from connector.ops.demo import run_demo
 
     settings = get_settings()
     configure_logging("WARNING", json_lines=False, secrets=_secrets(settings))
@@ -237,7 +237,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from connector.audit_view import tail_command
+    from connector.ops.audit_view import tail_command
 
     settings = get_settings()
     _require_broker(settings)
@@ -245,7 +245,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from connector.dlq import dlq_command
+    from connector.ops.dlq import dlq_command
 
     settings = get_settings()
     _require_broker(settings)
@@ -253,7 +253,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_order(args: argparse.Namespace) -> int:
-    from connector.order_view import show_command
+    from connector.ops.order_view import show_command
 
     settings = get_settings()
     _require_broker(settings)
@@ -261,7 +261,7 @@ def cmd_order(args: argparse.Namespace) -> int:
 
 
 def cmd_target(args: argparse.Namespace) -> int:
-    from connector.control import forget, read_control, set_paused, target_forms, target_problem
+    from connector.ops.control import forget, read_control, set_paused, target_forms, target_problem
 
     settings = get_settings()
     if args.action in ("pause", "resume", "forget"):
@@ -309,7 +309,7 @@ def cmd_target(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from connector.check import run_checks
+    from connector.ops.check import run_checks
 
     return run_checks()
 
@@ -347,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # The arguments of audit, dlq and order live next to their commands.
-    from connector.audit_view import add_tail_arguments
-    from connector.dlq import add_dlq_arguments
-    from connector.order_view import add_show_arguments
+    from connector.ops.audit_view import add_tail_arguments
+    from connector.ops.dlq import add_dlq_arguments
+    from connector.ops.order_view import add_show_arguments
 
     audit = sub.add_parser("audit", help="read the audit topic")
     add_tail_arguments(audit)
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration, reach the broker, check topics and vendor credentials",
     ).set_defaults(func=cmd_check)
 
-    from connector.cli_help import document
+    from connector.ops.cli_help import document
 
     document(parser)  # plain text, and the variables each command reads
     return parser
@@ -387,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
-    from connector.config_errors import ConfigError, load_settings, unknown_variables
     from connector.errors import ConfigurationError
-    from connector.logs import configure_logging
+    from connector.infra.config_errors import ConfigError, load_settings, unknown_variables
+    from connector.infra.logs import configure_logging
 
     args = build_parser().parse_args(argv)
     if args.command == "check":

@@ -143,7 +143,7 @@ class KomboAccount(BaseModel):
     """One more Kombo account (a region or an environment) and the integrations it serves.
 
     ``integrations`` lists integration ids or shell-style patterns (``us-*``); routing
-    rules are in :mod:`connector.accounts`. The key comes from ``api_key`` or
+    rules are in :mod:`connector.vendors.accounts`. The key comes from ``api_key`` or
     ``api_key_file`` and is required.
     """
 
@@ -202,7 +202,8 @@ class KomboSettings(BaseModel):
     region: Literal["eu", "us"] = "eu"
     base_url: str = ""
     # Requests/s to each Kombo integration, for the whole deployment (each worker takes the
-    # share its partitions carry, connector.rate_share); 0 = the delivery-wide limit applies.
+    # share its partitions carry, connector.pipeline.rate_share); 0 = the delivery-wide
+    # limit applies.
     rate_limit_per_s: float = Field(default=0.0, ge=0)
     rate_limit_burst: int = Field(default=20, gt=0)
     on_outage: OutagePolicy | None = None  # None: CONNECTOR_DELIVERY__ON_OUTAGE
@@ -333,7 +334,7 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(default=0, ge=0)
     # Where a new app id (no committed offsets, no state) starts when the events topic
     # already has other readers: empty = refuse (a misspelt app id would replay the topic
-    # to the vendors), see connector/first_start.py. `connector worker --new-deployment
+    # to the vendors), see connector/ops/first_start.py. `connector worker --new-deployment
     # --from ...` sets it for one start.
     new_deployment: Literal["", "earliest", "latest"] = ""
     recovery_stall_s: float = Field(default=600.0, gt=0)
@@ -410,10 +411,13 @@ def get_settings() -> Settings:
 
 
 def connector_environment() -> dict[str, str]:
-    """Every ``CONNECTOR_`` variable set, for the typo check (:mod:`connector.config_errors`)."""
+    """Every ``CONNECTOR_`` variable set, for the typo check.
+
+    (:mod:`connector.infra.config_errors`)
+    """
     return {k: v for k, v in os.environ.items() if k.upper().startswith("CONNECTOR_")}
 
 
 def otel_environment() -> dict[str, str]:
-    """OpenTelemetry's standard ``OTEL_`` variables, for :mod:`connector.tracing`."""
+    """OpenTelemetry's standard ``OTEL_`` variables, for :mod:`connector.infra.tracing`."""
     return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}

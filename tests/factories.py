@@ -8,7 +8,7 @@ import json
 import uuid
 from typing import Any
 
-from connector.events import event_adapter
+from connector.domain.events import event_adapter
 
 _counter = itertools.count()
 

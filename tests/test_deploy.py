@@ -19,8 +19,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.audit import AuditRecord, DeadLetter, Outcome
-from connector.metrics import Metrics
+from connector.domain.audit import AuditRecord, DeadLetter, Outcome
+from connector.infra.metrics import Metrics
 from connector.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

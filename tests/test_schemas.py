@@ -12,9 +12,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from connector.domain.events import event_adapter, parse_record
 from connector.errors import InvalidEventError
-from connector.events import event_adapter, parse_record
-from connector.schemas import generated_files
+from connector.ops.schemas import generated_files
 from tests.factories import PDF_B64, make_event, target
 
 TOPICS = Path(__file__).resolve().parent.parent / "topics"

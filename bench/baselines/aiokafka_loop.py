@@ -39,8 +39,8 @@ from bench.baselines.common import (
     make_sender,
     send_with_retries,
 )
+from connector.domain.events import parse_record
 from connector.errors import InvalidEventError
-from connector.events import parse_record
 from connector.vendors import map_event
 
 __all__ = ["DeliveryLoop", "OffsetTracker", "main"]

@@ -1,7 +1,7 @@
 """What both baselines share: configuration, the vendor HTTP call, the two HTTP clients.
 
 The baselines send exactly the connector's vendor requests: each record goes
-through :func:`connector.events.parse_record` and :func:`connector.vendors.map_event`,
+through :func:`connector.domain.events.parse_record` and :func:`connector.vendors.map_event`,
 so the per-event domain work (parsing, validation, mapping) is the same in every
 implementation and the comparison isolates what the framework around it costs.
 """

@@ -25,7 +25,7 @@ import faust
 import httpx
 
 from bench.baselines.common import MAX_EVENT_BYTES, BaselineConfig, announce
-from connector.events import parse_record
+from connector.domain.events import parse_record
 from connector.vendors import map_event
 
 __all__ = ["build_app", "main"]

@@ -19,9 +19,9 @@ Modules:
 * :mod:`~connector.kafka.http` -- the httpx client on aiohttp's pool;
 * :mod:`~connector.kafka.compat` -- the exact versions and the start-up self-check.
 
-May import: the pure core (:mod:`connector.offsets`, :mod:`connector.lifecycle`,
-:mod:`connector.audit`), settings and metrics; never the pipeline
-(:mod:`connector.pipeline`, :mod:`connector.delivery`) nor :mod:`connector.app`.
+May import: the pure core (:mod:`connector.domain.offsets`, :mod:`connector.domain.lifecycle`,
+:mod:`connector.domain.audit`), settings and metrics; never the pipeline
+(:mod:`connector.pipeline`, :mod:`connector.pipeline.delivery`) nor :mod:`connector.app`.
 """
 
 __all__: list[str] = []

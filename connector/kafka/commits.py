@@ -5,7 +5,7 @@ parking topics), as quix-streams' ``Checkpoint`` does:
 
 * **The position.** A partition's committable offset is its dispatcher's
   position: one past the last record whose job ended, in offset order
-  (:meth:`connector.delivery.OrderedDispatcher.position`). Faust's own rule
+  (:meth:`connector.pipeline.delivery.OrderedDispatcher.position`). Faust's own rule
   (runs of acknowledged offsets, its gaps) is never used for these topics: it
   commits past records still in flight (faust-streaming #606).
 * **Flush, then commit.** Everything a record's job wrote before its position
@@ -23,7 +23,7 @@ parking topics), as quix-streams' ``Checkpoint`` does:
 
 Threads: everything here runs on the event loop. The one thing Faust's consumer
 thread does is fence the ending generation
-(:meth:`connector.delivery.OrderedDispatcher.fence_generation`, one attribute
+(:meth:`connector.pipeline.delivery.OrderedDispatcher.fence_generation`, one attribute
 write), which freezes the positions of the fenced partitions.
 """
 

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import faust
 from faust.types import TP
 
-from connector.audit import AuditRecord, DeadLetter
-from connector.lifecycle import OrderState, decode_state, encode_state
-from connector.metrics import Metrics
+from connector.domain.audit import AuditRecord, DeadLetter
+from connector.domain.lifecycle import OrderState, decode_state, encode_state
+from connector.infra.metrics import Metrics
 from connector.settings import TopicSettings
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The fetch side of at-least-once: records admitted in order, holes read again.
 
-:class:`OffsetGuard` applies :mod:`connector.offsets`' pure bookkeeping (the
-:class:`~connector.offsets.Sequencer`, the :class:`~connector.offsets.IdleWatch`)
+:class:`OffsetGuard` applies :mod:`connector.domain.offsets`' pure bookkeeping (the
+:class:`~connector.domain.offsets.Sequencer`, the :class:`~connector.domain.offsets.IdleWatch`)
 to the consumer: :class:`~connector.kafka.driver.ConnectorConsumer` calls it
 around each fetch and after Faust's seek on an assignment; the intake asks it to
 admit each record; the 5 s timer asks it to seek again where a re-read never
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
-from connector.offsets import IdleWatch, Sequencer, Verdict
+from connector.domain.offsets import IdleWatch, Sequencer, Verdict
 
 if TYPE_CHECKING:
     from connector.kafka.driver import ConnectorConsumer
@@ -52,7 +52,7 @@ class ReadOffsets(dict[Any, int | None]):
 
 
 class OffsetGuard:
-    """The fetch side of the rules in :mod:`connector.offsets`, for ``topics``.
+    """The fetch side of the rules in :mod:`connector.domain.offsets`, for ``topics``.
 
     :class:`~connector.kafka.driver.ConnectorConsumer` calls it around each fetch and
     after Faust's seek on assignment; the intake asks it to admit each record.

@@ -4,10 +4,10 @@ Faust hands each fetched record through its fetch loop (a four-task
 ``wait_first`` per record), the conductor, a channel queue and a stream before
 an agent sees it: ~0.1 ms of CPU per event, a tenth of a worker's, for
 machinery the connector overrides anyway (it acknowledges, sequences and
-commits these records itself, :mod:`connector.offsets`). The events and
+commits these records itself, :mod:`connector.domain.offsets`). The events and
 parking topics stay subscribed through their agents, so Faust still assigns
 them with their co-partitioned table; but their records are taken out of each
-fetched batch (:meth:`connector.offsets.OffsetGuard.take`) and handed here,
+fetched batch (:meth:`connector.domain.offsets.OffsetGuard.take`) and handed here,
 in the fetch loop's task, one at a time:
 
 * partitions are interleaved, as Faust's scheduler does, so one busy
@@ -15,7 +15,7 @@ in the fetch loop's task, one at a time:
 * the hand-off stops as soon as flow stops or the consumer generation changes
   (a rebalance): the records not handed on are read again by the partition's
   next owner, from the committed offset;
-* each record passes the :class:`~connector.offsets.Sequencer` (admitted in
+* each record passes the :class:`~connector.domain.offsets.Sequencer` (admitted in
   offset order, a hole read again) and then goes to the processor, which
   creates its job;
 * the hand-off never waits for room: a partition whose dispatcher is full
@@ -48,7 +48,7 @@ from typing import Any
 
 from faust.types import TP
 
-from connector.audit import SourceRef
+from connector.domain.audit import SourceRef
 
 __all__ = ["Fetched", "Handler", "Intake", "Route"]
 

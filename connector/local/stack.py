@@ -218,7 +218,7 @@ def up(
     name: str | None = None,
     kafka_port: int = KAFKA_PORT,
 ) -> StackRecord:
-    from connector.kafka_clients import ensure_topics
+    from connector.infra.kafka_clients import ensure_topics
     from connector.local.worker import WorkerProcess
 
     record_path = directory / "stack.json"

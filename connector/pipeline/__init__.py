@@ -1,5 +1,9 @@
 """The pipeline: one admitted record's job, from decision to a terminal audited outcome.
 
+Also the machinery it runs on: :mod:`~connector.pipeline.delivery` (ordered
+dispatch, leases, attempts and retries), :mod:`~connector.pipeline.breaker`,
+:mod:`~connector.pipeline.ratelimit` and :mod:`~connector.pipeline.rate_share`.
+
 * :mod:`~connector.pipeline.processor` -- admission: parse, map, a job per record;
   error containment (a job never ends by raising);
 * :mod:`~connector.pipeline.order` -- an input event's delivery: judge, mark, send
@@ -11,9 +15,9 @@
   records, durable and fenced) and the ports it writes to;
 * :mod:`~connector.pipeline.records` -- audit and dead-letter records, built.
 
-May import the domain (:mod:`connector.events`, :mod:`connector.lifecycle`,
-:mod:`connector.audit`, :mod:`connector.errors`), :mod:`connector.delivery`,
-:mod:`connector.breaker`, :mod:`connector.vendors`, settings and tracing; never
+May import the domain (:mod:`connector.domain.events`, :mod:`connector.domain.lifecycle`,
+:mod:`connector.domain.audit`, :mod:`connector.errors`), :mod:`connector.pipeline.delivery`,
+:mod:`connector.pipeline.breaker`, :mod:`connector.vendors`, settings and tracing; never
 Faust, aiokafka or :mod:`connector.kafka` (the Kafka side plugs in through
 :class:`~connector.pipeline.effects.StateStore` and
 :class:`~connector.pipeline.effects.Sinks`).

@@ -18,10 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from connector.audit import AuditRecord, DeadLetter
-from connector.delivery import Lease
+from connector.domain.audit import AuditRecord, DeadLetter
+from connector.domain.lifecycle import OrderState
 from connector.errors import RevokedError
-from connector.lifecycle import OrderState
+from connector.pipeline.delivery import Lease
 from connector.pipeline.records import Ending, Job
 
 __all__ = ["SINK_RETRY_MAX_S", "Effects", "Sinks", "StateStore"]

@@ -4,7 +4,7 @@ The order's lock is held from the decision to the end: one order's sends never
 overlap. Before every attempt the event is judged again -- only this job may have
 moved the order, and only while its partition is ours -- and waits for its rate
 limit, or for the breaker under the ``stop`` outage policy. The retry loop is
-driven here (:class:`~connector.delivery.Attempts`), so that these steps are plain
+driven here (:class:`~connector.pipeline.delivery.Attempts`), so that these steps are plain
 code in one place.
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from connector.audit import Outcome
-from connector.breaker import Breakers
-from connector.delivery import Attempts, DeliveryOutcome, RetryPolicy
+from connector.domain.audit import Outcome
+from connector.domain.lifecycle import Decision, OrderState, Verdict, abandon
 from connector.errors import RetryableDeliveryError
-from connector.lifecycle import Decision, OrderState, Verdict, abandon
+from connector.pipeline.breaker import Breakers
+from connector.pipeline.delivery import Attempts, DeliveryOutcome, RetryPolicy
 from connector.pipeline.parking import Parking
 from connector.pipeline.records import Job
 from connector.pipeline.steps import OrderLocks, Steps, observe

@@ -16,11 +16,11 @@ import logging
 import time
 from typing import Any
 
-from connector.audit import Outcome, SourceRef
-from connector.breaker import Breakers
-from connector.delivery import Attempts, RetryPolicy
+from connector.domain.audit import Outcome, SourceRef
+from connector.domain.lifecycle import Verdict, abandon, park, unpark
 from connector.errors import RetryableDeliveryError
-from connector.lifecycle import Verdict, abandon, park, unpark
+from connector.pipeline.breaker import Breakers
+from connector.pipeline.delivery import Attempts, RetryPolicy
 from connector.pipeline.records import Job
 from connector.pipeline.steps import OrderLocks, Steps, observe
 from connector.vendors import VendorClient

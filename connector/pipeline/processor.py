@@ -1,11 +1,11 @@
 """One input record, from bytes to a terminal audited outcome.
 
 Follow an event here: :meth:`Processor.handle` parses and key-checks it
-(:mod:`connector.events`) and maps it to the vendor's request
+(:mod:`connector.domain.events`) and maps it to the vendor's request
 (:mod:`connector.vendors`), then hands its job to the
-:class:`~connector.delivery.OrderedDispatcher`, which runs one order's jobs one
+:class:`~connector.pipeline.delivery.OrderedDispatcher`, which runs one order's jobs one
 after another. The job (:mod:`connector.pipeline.order`) decides at send time
-(:func:`connector.lifecycle.judge`) against what the vendor may already have,
+(:func:`connector.domain.lifecycle.judge`) against what the vendor may already have,
 records the intent to send on the changelog *before* the call, sends with
 retries, and ends with exactly one terminal audit record (plus a dead-letter
 record when the event cannot be delivered), through the effect executor
@@ -20,7 +20,7 @@ Rules that keep the promise through crashes and rebalances:
   letter) is on the broker. When Kafka does not take one, the step is retried
   and the record stays unacknowledged, which holds the partition's committed
   offset: a crash then replays it instead of losing it.
-* Every job holds its partition's :class:`~connector.delivery.Lease`. Once the
+* Every job holds its partition's :class:`~connector.pipeline.delivery.Lease`. Once the
   partition is revoked the job sends nothing new, writes nothing and
   acknowledges nothing; the next owner replays the record.
 * One order's sends never overlap, whichever topic they come from.
@@ -41,13 +41,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from connector import tracing
-from connector.audit import Header, Outcome, SourceRef
-from connector.breaker import Breakers
-from connector.context import EventContext
-from connector.delivery import Lease, OrderedDispatcher
+from connector.domain.audit import Header, Outcome, SourceRef
+from connector.domain.context import EventContext
+from connector.domain.events import order_key_of_record, parse_record
 from connector.errors import InvalidEventError, RevokedError
-from connector.events import order_key_of_record, parse_record
+from connector.infra import tracing
+from connector.pipeline.breaker import Breakers
+from connector.pipeline.delivery import Lease, OrderedDispatcher
 from connector.pipeline.effects import Effects, Sinks, StateStore
 from connector.pipeline.order import OrderRun
 from connector.pipeline.parking import Parking, input_headers, origin
@@ -142,7 +142,7 @@ class Processor:
         ``generation``: the consumer group generation the record was read in; a
         record of a fenced generation is dropped unacknowledged (read again by
         its partition's next owner). ``headers``: the record's Kafka headers
-        (its W3C trace context, :mod:`connector.tracing`).
+        (its W3C trace context, :mod:`connector.infra.tracing`).
         """
         lease = self._dispatcher.lease(source.partition, generation)
         job, order_key = self._job_for(lease, source, key, value, parked=False, headers=headers)
@@ -193,7 +193,7 @@ class Processor:
             ctx = tracing.event_context(source.topic, source.partition, source.offset, headers)
             return self._invalid_job(lease, source, key, value, exc, ctx, headers), None
         except Exception as exc:  # a bug must not stop the stream: dead-letter and go on
-            # Outside any job: the record's place goes into the line itself (connector.logs).
+            # Outside any job: the record's place goes into the line itself (connector.infra.logs).
             logger.exception(
                 "unexpected error while decoding offset %s",
                 source.offset,
@@ -205,7 +205,7 @@ class Processor:
         assert key is not None  # parse_record checked it
         job = Job(lease, source, key, value, event, request, parked_since, input_headers(headers))
         run = self._parking.run if parked else self._orders.run
-        # Logs, metrics, traces and audit records of this job read it (connector.context).
+        # Logs, metrics, traces and audit records of this job read it (connector.domain.context).
         ctx = tracing.event_context(
             source.topic,
             source.partition,

@@ -1,8 +1,8 @@
 """The audit and dead-letter records of one event, built (never sent) here.
 
 :class:`Job` is what one event's job knows; :class:`RecordBuilder` turns what
-happened to it into :class:`~connector.audit.AuditRecord` and
-:class:`~connector.audit.DeadLetter` values, and :class:`Ending` is the pair that
+happened to it into :class:`~connector.domain.audit.AuditRecord` and
+:class:`~connector.domain.audit.DeadLetter` values, and :class:`Ending` is the pair that
 ends an event (its terminal audit record, and the dead letter when there is one).
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from connector.audit import AuditRecord, DeadLetter, Header, Outcome, SourceRef
-from connector.delivery import Lease
+from connector.domain.audit import AuditRecord, DeadLetter, Header, Outcome, SourceRef
+from connector.domain.events import Event, order_key_of_record
 from connector.errors import DeliveryError, PermanentDeliveryError
-from connector.events import Event, order_key_of_record
+from connector.pipeline.delivery import Lease
 from connector.vendors import VendorRequest
 
 __all__ = ["Ending", "Job", "RecordBuilder"]

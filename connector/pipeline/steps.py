@@ -1,6 +1,6 @@
 """The steps every event's job shares, whichever topic it came from.
 
-The decision is :func:`connector.lifecycle.judge` (pure); these apply it: judge
+The decision is :func:`connector.domain.lifecycle.judge` (pure); these apply it: judge
 the event against the order's state, mark the intent, end the event that is not
 sent (a duplicate, a rejection) or whose delivery is over (delivered, refused,
 out of retries), and wait for a target's breaker.
@@ -12,11 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from connector.audit import Outcome
-from connector.breaker import Breaker
-from connector.delivery import DeliveryOutcome, Lease
-from connector.errors import DeliveryError, RetryableDeliveryError
-from connector.lifecycle import (
+from connector.domain.audit import Outcome
+from connector.domain.lifecycle import (
     Decision,
     Mark,
     OrderState,
@@ -28,6 +25,9 @@ from connector.lifecycle import (
     status_after,
     unpark,
 )
+from connector.errors import DeliveryError, RetryableDeliveryError
+from connector.pipeline.breaker import Breaker
+from connector.pipeline.delivery import DeliveryOutcome, Lease
 from connector.pipeline.effects import Effects
 from connector.pipeline.records import Ending, Job, RecordBuilder
 

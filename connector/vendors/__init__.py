@@ -1,7 +1,12 @@
 """Vendor modules behind one small interface (see ``base``), found through ``registry``.
 
 Importing this package registers the built-in vendors (Kombo, Comeet); a new vendor is
-one module here that ends with ``registry.register(...)``, imported below.
+one module here that ends with ``registry.register(...)``, imported below, plus its
+settings section. :mod:`~connector.vendors.accounts` picks a target's account.
+
+May import the domain, :mod:`connector.errors`, settings and the adapter's HTTP edge
+(:mod:`connector.kafka.http`); never the pipeline, the operator tools or the worker's
+wiring (``tests/test_layout.py``).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from connector.errors import (
     RateLimitedError,
     RetryableDeliveryError,
 )
+from connector.infra.tracing import outgoing_headers
 from connector.kafka.http import send_through_transport
-from connector.tracing import outgoing_headers
 
 __all__ = [
     "RETRYABLE_HTTP_STATUSES",

@@ -1,6 +1,6 @@
 """What ``connector check`` asks of a vendor module: one result line, and URL rules.
 
-Here, not in :mod:`connector.check`, so that a vendor module can build its own checks
+Here, not in :mod:`connector.ops.check`, so that a vendor module can build its own checks
 (:attr:`connector.vendors.registry.Vendor.config_problems`, ``.probe``) without importing
 the operator tool that reads the registry.
 """

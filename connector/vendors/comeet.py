@@ -24,9 +24,7 @@ from typing import Annotated, Any, Literal, assert_never
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
-from connector.accounts import comeet_router
-from connector.errors import MappingError, PermanentDeliveryError
-from connector.events import (
+from connector.domain.events import (
     ComeetTarget,
     Event,
     OrderCancelled,
@@ -36,7 +34,9 @@ from connector.events import (
     PackagesSet,
     Score,
 )
+from connector.errors import MappingError, PermanentDeliveryError
 from connector.settings import ComeetSettings, Settings
+from connector.vendors.accounts import comeet_router
 from connector.vendors.base import (
     CallResult,
     VendorRequest,

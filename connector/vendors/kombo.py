@@ -28,14 +28,7 @@ from typing import Annotated, Any, Literal, assert_never
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
-from connector.accounts import kombo_router
-from connector.errors import (
-    MappingError,
-    PermanentDeliveryError,
-    RateLimitedError,
-    RetryableDeliveryError,
-)
-from connector.events import (
+from connector.domain.events import (
     CONTENT_TYPE_PATTERN,
     GENERIC_CONTENT_TYPES,
     Event,
@@ -46,7 +39,14 @@ from connector.events import (
     OrderProgress,
     PackagesSet,
 )
+from connector.errors import (
+    MappingError,
+    PermanentDeliveryError,
+    RateLimitedError,
+    RetryableDeliveryError,
+)
 from connector.settings import KomboSettings, Settings
+from connector.vendors.accounts import kombo_router
 from connector.vendors.base import (
     CallResult,
     VendorRequest,

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
+from connector.domain.events import Event, Target, register_order_target, unregister_order_target
 from connector.errors import UnknownVendorError
-from connector.events import Event, Target, register_order_target, unregister_order_target
 from connector.settings import Settings
 from connector.vendors.base import VendorClient, VendorRequest
 from connector.vendors.checks import Check

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from connector import cli
-from connector.check import is_local_url, static_problems
-from connector.cli_help import variables_for
-from connector.config_errors import ConfigError, load_settings, unknown_variables
+from connector.infra.config_errors import ConfigError, load_settings, unknown_variables
+from connector.ops.check import is_local_url, static_problems
+from connector.ops.cli_help import variables_for
 from connector.settings import Settings
 
 SECRET = "kombo-live-secret-value-42"

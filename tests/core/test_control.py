@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from connector import control
 from connector.cli import main
-from connector.control import TargetControl, follow_control, read_control, target_problem
+from connector.ops import control
+from connector.ops.control import TargetControl, follow_control, read_control, target_problem
 from connector.settings import Settings
 
 

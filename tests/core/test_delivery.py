@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from connector.delivery import OrderedDispatcher, RetryPolicy, deliver
 from connector.errors import PermanentDeliveryError, RateLimitedError, RetryableDeliveryError
+from connector.pipeline.delivery import OrderedDispatcher, RetryPolicy, deliver
 from connector.vendors.base import CallResult, VendorRequest
 
 REQUEST = VendorRequest("comeet", "comeet.status", "POST", "/x", {})

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from connector.demo import NEXT_STEPS, planted, scenario
+from connector.domain.events import parse_record
 from connector.errors import InvalidEventError
-from connector.events import parse_record
+from connector.ops.demo import NEXT_STEPS, planted, scenario
 
 
 @pytest.mark.parametrize("orders", [1, 8, 30])

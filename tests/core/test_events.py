@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from connector.errors import InvalidEventError
-from connector.events import (
+from connector.domain.events import (
     MAX_JSON_DEPTH,
     OrderCompleted,
     order_key_of_record,
     parse_record,
 )
+from connector.errors import InvalidEventError
 from tests.factories import PDF_B64, make_event, record, target
 
 MAX = 1_000_000

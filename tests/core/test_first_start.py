@@ -7,7 +7,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 
-from connector.first_start import StartState, _has_offsets, check_status, decide
+from connector.ops.first_start import StartState, _has_offsets, check_status, decide
 
 
 def state(**overrides: object) -> StartState:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.lifecycle import (
+from connector.domain.lifecycle import (
     Mark,
     OrderState,
     OrderStatus,

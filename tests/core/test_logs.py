@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from connector.logs import MASK, JsonFormatter, RedactingFilter
+from connector.infra.logs import MASK, JsonFormatter, RedactingFilter
 from connector.settings import Settings
 
 SECRET = "sk-live-0123456789abcdef"
@@ -56,7 +56,7 @@ def test_secret_from_file(tmp_path) -> None:
 
 
 def test_repeated_lines_are_throttled_and_counted() -> None:
-    from connector.logs import RepeatFilter
+    from connector.infra.logs import RepeatFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -88,7 +88,7 @@ def test_repeated_lines_are_throttled_and_counted() -> None:
 def test_faust_warning_about_its_missing_sensors_is_not_logged(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from connector.logs import configure_logging
+    from connector.infra.logs import configure_logging
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level

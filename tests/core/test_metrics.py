@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.audit import DEAD_LETTER_CODES, DeadLetter
-from connector.events import EventType
-from connector.metrics import EVENT_OUTCOMES, Metrics
+from connector.domain.audit import DEAD_LETTER_CODES, DeadLetter
+from connector.domain.events import EventType
+from connector.infra.metrics import EVENT_OUTCOMES, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def test_a_dead_letter_counts_on_its_precreated_series() -> None:
 
 def test_every_dead_letter_code_the_connector_writes_is_known_in_advance() -> None:
     written: set[str] = {"invalid_event"}  # InvalidEventError's default code
-    sources = [ROOT / "connector" / name for name in ("events.py", "errors.py")]
+    sources = [ROOT / "connector" / name for name in ("domain/events.py", "errors.py")]
     sources += sorted((ROOT / "connector" / "pipeline").glob("*.py"))
     for path in sources:
         source = path.read_text(encoding="utf-8")

@@ -6,8 +6,8 @@ from typing import Any
 
 from faust.types import TP
 
+from connector.domain.offsets import IdleWatch, Sequencer, Verdict
 from connector.kafka.guard import OffsetGuard, ReadOffsets
-from connector.offsets import IdleWatch, Sequencer, Verdict
 
 ADMIT, DROP, REWIND = Verdict.ADMIT, Verdict.DROP, Verdict.REWIND
 

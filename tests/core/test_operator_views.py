@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from connector.audit import DeadLetter, ReplayMarker, SourceRef
-from connector.audit_view import (
+from connector.domain.audit import DeadLetter, ReplayMarker, SourceRef
+from connector.ops.audit_view import (
     AuditFilter,
     format_header,
     format_row,
@@ -21,8 +21,8 @@ from connector.audit_view import (
     show_key,
     vendor_of,
 )
-from connector.dlq import NOT_REPLAYABLE, Letter, LetterFilter, plan_replay, target_of
-from connector.order_view import OrderStory, format_story
+from connector.ops.dlq import NOT_REPLAYABLE, Letter, LetterFilter, plan_replay, target_of
+from connector.ops.order_view import OrderStory, format_story
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -255,8 +255,8 @@ def test_publish_names_unknown_fields_and_refuses_an_unknown_major(
 
 
 def test_a_worker_serves_only_the_orders_of_its_partitions() -> None:
-    from connector.lifecycle import OrderState, OrderStatus
-    from connector.order_view import worker_answer
+    from connector.domain.lifecycle import OrderState, OrderStatus
+    from connector.ops.order_view import worker_answer
 
     state = OrderState(status=OrderStatus.COMPLETED)
     common: dict = {
@@ -309,7 +309,7 @@ def test_a_dry_run_with_json_prints_one_json_letter_per_line(
 ) -> None:
     import argparse
 
-    from connector import dlq
+    from connector.ops import dlq
     from connector.settings import Settings
 
     letters = [_letter("retries_exhausted", 1), _letter("permanent", 2), _letter("schema", 3)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from connector.errors import ConfigurationError, ConnectorError
-from connector.kafka_clients import MIGRATION_PATH, partition_count_problems
+from connector.infra.kafka_clients import MIGRATION_PATH, partition_count_problems
+from connector.infra.topics import changelog_topic
 from connector.settings import Settings
-from connector.topics import changelog_topic
 
 
 def _settings(partitions: int = 6) -> Settings:

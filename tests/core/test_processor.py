@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from connector.audit import AuditRecord, DeadLetter, SourceRef
-from connector.delivery import OrderedDispatcher
+from connector.domain.audit import AuditRecord, DeadLetter, SourceRef
+from connector.domain.lifecycle import OrderState, OrderStatus, decode_state, encode_state
 from connector.errors import RetryableDeliveryError
-from connector.lifecycle import OrderState, OrderStatus, decode_state, encode_state
 from connector.pipeline import Processor
+from connector.pipeline.delivery import OrderedDispatcher
 from connector.settings import Settings
 from connector.vendors.base import CallResult, VendorRequest
 from tests.factories import make_event, record, target

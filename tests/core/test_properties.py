@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.domain.events import event_adapter, parse_record
 from connector.errors import InvalidEventError, MappingError
-from connector.events import event_adapter, parse_record
 from connector.vendors import map_event
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,8 +10,8 @@ import pytest
 from faust.types import TP
 
 from connector.app import create_app
-from connector.rate_share import RateShare, owned_partitions, partition_share, share_rates
-from connector.ratelimit import RateLimiter
+from connector.pipeline.rate_share import RateShare, owned_partitions, partition_share, share_rates
+from connector.pipeline.ratelimit import RateLimiter
 from connector.settings import Settings
 
 

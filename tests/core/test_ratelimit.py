@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from connector.ratelimit import (
+from connector.pipeline.ratelimit import (
     COOL_DOWN_S,
     FLOOR_PER_S,
     UNLIMITED_AFTER_429_PER_S,

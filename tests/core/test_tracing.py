@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from connector import tracing
-from connector.audit import SourceRef
-from connector.context import CURRENT, EventContext
-from connector.delivery import OrderedDispatcher
-from connector.logs import EventContextFilter, JsonFormatter, RedactingFilter, TextFormatter
-from connector.metrics import Metrics
+from connector.domain.audit import SourceRef
+from connector.domain.context import CURRENT, EventContext
+from connector.infra import tracing
+from connector.infra.logs import EventContextFilter, JsonFormatter, RedactingFilter, TextFormatter
+from connector.infra.metrics import Metrics
 from connector.pipeline import PARKED_FROM_HEADER, Processor
+from connector.pipeline.delivery import OrderedDispatcher
 from connector.settings import Settings
 from connector.vendors.base import CallResult, VendorRequest, send_http
 from tests.core.test_processor import Sinks, Store

@@ -33,8 +33,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from connector.domain.events import ComeetTarget, KomboTarget, event_adapter
 from connector.errors import MappingError
-from connector.events import ComeetTarget, KomboTarget, event_adapter
 from connector.local.worker import WorkerProcess
 from connector.sandbox import Sandboxes
 from connector.vendors import map_event

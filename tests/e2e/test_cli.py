@@ -13,8 +13,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.audit import AuditRecord, DeadLetter, Outcome
 from connector.cli import EXIT_BROKEN_PIPE
+from connector.domain.audit import AuditRecord, DeadLetter, Outcome
 from connector.sandbox import Sandboxes
 from connector.settings import child_environment
 from tests.e2e.harness import Deployment
@@ -94,7 +94,7 @@ async def test_topics_publish_audit_and_dlq(
     forced = await cli(env, "dlq", "replay", "--code", "not_json", "--dry-run", "--force")
     assert "would replay 1 dead letters" in forced.stdout
     # The worker's log holds log lines only: no terminal escape from Faust's spinner
-    # (ESC [?25h), no warning about the sensors the connector removed (connector.logs).
+    # (ESC [?25h), no warning about the sensors the connector removed (connector.infra.logs).
     log = worker.log_path.read_bytes()
     assert b"\x1b[" not in log
     assert b"Missing sensor state" not in log

@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connector.errors import ConfigurationError
-from connector.first_start import guard_first_start, inspect
-from connector.kafka_clients import ensure_topics
+from connector.infra.kafka_clients import ensure_topics
+from connector.ops.first_start import guard_first_start, inspect
 from connector.sandbox import Sandboxes
 from connector.settings import Settings
 from tests.e2e.harness import Deployment, terminal_by_event

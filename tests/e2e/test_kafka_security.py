@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from connector.kafka_clients import client_kwargs
+from connector.infra.kafka_clients import client_kwargs
 from connector.local.kafka import LocalKafka, find_local_brokers
 from connector.local.worker import WorkerProcess
 from connector.sandbox import Sandboxes

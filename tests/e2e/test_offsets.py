@@ -57,7 +57,7 @@ async def test_a_record_lost_before_the_sequencer_is_read_again_and_never_commit
     """Records lost on their way to the processor are read again.
 
     The worker drops the first two deliveries of offsets 0 (where its reading starts),
-    4 and 5 of every partition. Before ``connector.offsets`` those events had no
+    4 and 5 of every partition. Before ``connector.domain.offsets`` those events had no
     outcome at all, and the later events' acknowledgements committed past them.
     """
     kombo, comeet = target("kombo", "k-skip-1"), target("comeet", "c-skip-1")

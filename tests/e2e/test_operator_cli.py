@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from connector.audit_view import partition_for_key
+from connector.ops.audit_view import partition_for_key
 from connector.sandbox import Sandboxes
 from connector.settings import child_environment
 from tests.e2e.harness import Deployment

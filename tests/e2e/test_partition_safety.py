@@ -16,9 +16,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connector.errors import ConfigurationError
-from connector.kafka_clients import verify_partition_counts
+from connector.infra.kafka_clients import verify_partition_counts
+from connector.infra.topics import changelog_topic
 from connector.settings import Settings, child_environment
-from connector.topics import changelog_topic
 from tests.conftest import NameFactory, TopicFactory
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]

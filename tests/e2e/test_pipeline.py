@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from connector.events import event_adapter
+from connector.domain.events import event_adapter
 from connector.sandbox import Sandboxes
 from connector.vendors import map_event
 from tests.e2e.harness import KOMBO_KEY, Deployment, terminal_by_event

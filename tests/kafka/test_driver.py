@@ -14,11 +14,11 @@ import faust
 import pytest
 from faust.types import TP
 
+from connector.domain.lifecycle import OrderState, decode_state
 from connector.kafka.commits import Commits
 from connector.kafka.driver import ConnectorConsumer
 from connector.kafka.faust_app import ConnectorFaust, TableStore, broker_url
 from connector.kafka.guard import OffsetGuard
-from connector.lifecycle import OrderState, decode_state
 
 EVENTS = TP("events", 0)
 

@@ -13,8 +13,7 @@ from typing import Literal, assert_never
 
 import httpx
 
-from connector.errors import MappingError
-from connector.events import (
+from connector.domain.events import (
     Event,
     OrderCancelled,
     OrderCompleted,
@@ -23,6 +22,7 @@ from connector.events import (
     PackagesSet,
     Target,
 )
+from connector.errors import MappingError
 from connector.settings import Settings
 from connector.vendors.base import (
     CallResult,

@@ -17,12 +17,11 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from connector.accounts import comeet_router, kombo_router, secret_values
 from connector.cli import _secrets
+from connector.domain.events import event_adapter
 from connector.errors import PermanentDeliveryError
-from connector.events import event_adapter
+from connector.infra.logs import RedactingFilter
 from connector.kafka.http import build_http_client
-from connector.logs import RedactingFilter
 from connector.sandbox import Sandboxes
 from connector.settings import (
     KOMBO_REGIONS,
@@ -32,6 +31,7 @@ from connector.settings import (
     Settings,
 )
 from connector.vendors import comeet, kombo
+from connector.vendors.accounts import comeet_router, kombo_router, secret_values
 from connector.vendors.base import VendorRequest
 from connector.vendors.comeet import ComeetClient
 from connector.vendors.kombo import KomboClient

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from connector.domain.events import event_adapter
 from connector.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
-from connector.events import event_adapter
 from connector.kafka.http import build_http_client
 from connector.sandbox import Sandboxes
 from connector.settings import ComeetSettings, DeliverySettings, KomboSettings

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from connector import vendors
+from connector.domain.events import ComeetTarget, KomboTarget, Score, event_adapter
 from connector.errors import InvalidEventError, MappingError
-from connector.events import ComeetTarget, KomboTarget, Score, event_adapter
 from connector.vendors import comeet, kombo, map_event
 from connector.vendors.comeet import to_comeet_score
 from connector.vendors.kombo import format_completed_at

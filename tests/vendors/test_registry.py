@@ -59,7 +59,7 @@ def test_mypy_flags_a_branch_on_the_event_type_that_misses_a_case(tmp_path: Path
             """
             from typing import assert_never
 
-            from connector.events import (
+            from connector.domain.events import (
                 Event, OrderCancelled, OrderCompleted, OrderOpened, PackagesSet,
             )
 

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from aiohttp import web
 
-from connector import audit_view, check, dlq, order_view
-from connector.audit import SourceRef
-from connector.delivery import OrderedDispatcher
-from connector.events import parse_record
-from connector.metrics import Metrics
+from connector.domain.audit import SourceRef
+from connector.domain.events import parse_record
+from connector.infra.metrics import Metrics
+from connector.ops import audit_view, check, dlq, order_view
 from connector.pipeline import Processor
-from connector.ratelimit import vendor_limits
+from connector.pipeline.delivery import OrderedDispatcher
+from connector.pipeline.ratelimit import vendor_limits
 from connector.settings import Settings
 from connector.vendors import registry
 from connector.vendors.registry import Vendor

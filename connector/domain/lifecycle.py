@@ -40,7 +40,7 @@ from typing import Any, assert_never
 
 import orjson
 
-from connector.events import (
+from connector.domain.events import (
     Event,
     EventType,
     OrderCancelled,

@@ -1,7 +1,7 @@
 """Dead letters an operator can work with: list, filter, replay, and remember the replay.
 
-The dead-letter topic holds two kinds of records (:mod:`connector.audit`): letters,
-and :class:`~connector.audit.ReplayMarker` records that ``connector dlq replay``
+The dead-letter topic holds two kinds of records (:mod:`connector.domain.audit`): letters,
+and :class:`~connector.domain.audit.ReplayMarker` records that ``connector dlq replay``
 writes next to a letter once the broker has its replayed original. A letter with
 a marker is *replayed*, one without is *open*: ``connector dlq list`` shows which,
 and a replay skips replayed letters unless asked (``--include-replayed``). The
@@ -31,8 +31,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from connector.audit import DeadLetter, ReplayMarker, SourceRef
-from connector.audit_view import (
+from connector.domain.audit import DeadLetter, ReplayMarker, SourceRef
+from connector.infra.kafka_clients import producer
+from connector.ops.audit_view import (
     as_json,
     is_order_key,
     parse_since,
@@ -40,7 +41,6 @@ from connector.audit_view import (
     show_key,
     vendor_of,
 )
-from connector.kafka_clients import producer
 from connector.settings import Settings
 from connector.vendors import registry as vendor_registry
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connector.context import CURRENT
+from connector.domain.context import CURRENT
 
 __all__ = [
     "DEAD_LETTER_CODES",
@@ -51,7 +51,7 @@ def now() -> datetime:
 
 
 # Records written by a delivery job keep the input record's W3C trace context without
-# threading it through every call: the job's task context holds it (connector.context).
+# threading it through every call: the job's task context holds it (connector.domain.context).
 def _traceparent() -> str | None:
     ctx = CURRENT.get()
     return None if ctx is None else ctx.traceparent
@@ -81,10 +81,10 @@ TERMINAL_OUTCOMES = frozenset(
 
 
 # Every ``DeadLetter.code`` the connector writes: the record could not be read
-# (connector.events.parse_record), broke the vendor contract (errors.ContractViolation),
+# (connector.domain.events.parse_record), broke the vendor contract (errors.ContractViolation),
 # hit a bug (internal), was refused (permanent), ran out of tries (retries_exhausted) or
 # was parked too long (expired). Known in advance, so the metrics create each code's
-# series at 0 when a worker starts (connector.metrics); a test keeps this list complete.
+# series at 0 when a worker starts (connector.infra.metrics); a test keeps this list complete.
 DEAD_LETTER_CODES = (
     "empty",
     "too_large",

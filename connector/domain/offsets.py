@@ -26,7 +26,7 @@ connector met, all fixed here for the topics the connector acknowledges itself
   offset 0), and it counts a *gap* -- including the record after it, still in
   flight -- as acknowledged. Here the commit for these topics is the
   dispatcher's own position: one past the last record acknowledged in offset
-  order (:meth:`connector.delivery.OrderedDispatcher.position`).
+  order (:meth:`connector.pipeline.delivery.OrderedDispatcher.position`).
 * **Read offsets.** Faust silently drops a fetched record below the
   partition's read offset, which its fetch loop sets *after* handing a record
   on, so it can undo a seek made meanwhile. For these topics the read offset is

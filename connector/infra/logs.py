@@ -4,7 +4,7 @@ Every line is one JSON object (``time``, ``level``, ``logger``, ``message``).
 A line logged while a delivery job runs also carries the event it is about:
 ``event_id``, ``order_key``, ``partition``, ``offset`` (of the input record)
 and ``trace_id`` when the record came with a W3C ``traceparent``, filled by
-:class:`EventContextFilter` from the job's context (:mod:`connector.context`);
+:class:`EventContextFilter` from the job's context (:mod:`connector.domain.context`);
 ``extra`` given to a call wins. As a last line of defence,
 :class:`RedactingFilter` masks the configured secret values in any message,
 argument or traceback text before it is formatted.
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connector.context import CURRENT
+from connector.domain.context import CURRENT
 
 __all__ = [
     "EventContextFilter",

@@ -1,7 +1,7 @@
 """Reading the audit and dead-letter topics: positions, filters, a readable table.
 
-Used by ``connector audit tail``, ``connector order show`` (:mod:`connector.order_view`),
-``connector dlq list|replay`` (:mod:`connector.dlq`) and the demo.
+Used by ``connector audit tail``, ``connector order show`` (:mod:`connector.ops.order_view`),
+``connector dlq list|replay`` (:mod:`connector.ops.dlq`) and the demo.
 
 Where reading starts matters on a topic that holds weeks of records: ``audit tail
 --follow`` starts at the end, ``--since`` looks the start up per partition with
@@ -30,8 +30,8 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from connector.audit import Outcome
-from connector.kafka_clients import consumer
+from connector.domain.audit import Outcome
+from connector.infra.kafka_clients import consumer
 from connector.settings import Settings
 from connector.vendors import registry as vendor_registry
 

@@ -44,8 +44,7 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 
-from connector.errors import InvalidEventError
-from connector.published_schema import (
+from connector.domain.published_schema import (
     BASE64_PATTERN,
     DATETIME_PATTERN,
     EVENT_ID_PATTERN,
@@ -60,6 +59,7 @@ from connector.published_schema import (
     exact,
     json_object,
 )
+from connector.errors import InvalidEventError
 
 __all__ = [
     "MAX_ATTACHMENTS",

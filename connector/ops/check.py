@@ -3,16 +3,16 @@
 Checks, in order, each printed as one line (``ok``, ``warn``, ``skip`` or
 ``FAIL``):
 
-1. the configuration: every value valid (:mod:`connector.config_errors` names
+1. the configuration: every value valid (:mod:`connector.infra.config_errors` names
    the variable for each problem), unknown ``CONNECTOR_`` variables (a warning
    with the closest real name), a credential for every vendor whose URL is not
    local (:func:`static_problems`);
 2. the broker answers;
 3. the connector's topics exist, and the co-partitioned ones (events,
    parking, control, the table changelog) agree on their partition count
-   (:func:`connector.kafka_clients.verify_partition_counts`); the app id is not a
+   (:func:`connector.infra.kafka_clients.verify_partition_counts`); the app id is not a
    new one on an events topic other groups already read (a typo: the worker would
-   refuse to start, :mod:`connector.first_start`);
+   refuse to start, :mod:`connector.ops.first_start`);
 4. each vendor credential, where a harmless call allows it: each registered vendor's
    ``probe`` (:mod:`connector.vendors.registry`). Kombo's is ``GET /check-api-key``
    (documented by Kombo, read-only) for the default key and every named account;
@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from connector.config_errors import ConfigError, load_settings, unknown_variables
+from connector.infra.config_errors import ConfigError, load_settings, unknown_variables
 from connector.settings import Settings, otel_environment
 from connector.vendors import registry
 from connector.vendors.checks import Check, is_local_url
@@ -65,7 +65,7 @@ def static_problems(settings: Settings) -> tuple[list[str], list[str]]:
             "KAFKA_BOOTSTRAP_SERVERS: not set; fix: set it (or CONNECTOR_KAFKA__BOOTSTRAP_SERVERS) "
             "to the brokers, e.g. localhost:9092"
         )
-    from connector.tracing import otel_requested
+    from connector.infra.tracing import otel_requested
 
     if otel_requested(otel_environment()):
         try:
@@ -91,8 +91,8 @@ async def _broker_and_topics(settings: Settings) -> list[Check]:
     from aiokafka.errors import KafkaError
 
     from connector.errors import ConfigurationError
-    from connector.kafka_clients import admin_client
-    from connector.topics import definitions
+    from connector.infra.kafka_clients import admin_client
+    from connector.infra.topics import definitions
 
     servers = settings.kafka.bootstrap_servers
     admin = admin_client(settings)
@@ -143,10 +143,10 @@ async def _broker_and_topics(settings: Settings) -> list[Check]:
 
 
 async def _app_id(settings: Settings) -> Check:
-    """A new app id on a topic other groups read: a typo (connector/first_start.py)."""
+    """A new app id on a topic other groups read: a typo (connector/ops/first_start.py)."""
     from aiokafka.errors import KafkaError
 
-    from connector.first_start import check_status, inspect
+    from connector.ops.first_start import check_status, inspect
 
     try:
         state = await asyncio.wait_for(inspect(settings), BROKER_TIMEOUT_S)
@@ -158,7 +158,7 @@ async def _app_id(settings: Settings) -> Check:
 
 async def _verify_partition_counts(settings: Settings) -> Mapping[str, int]:
     """The events, parking, control and changelog topics agree (kafka_clients owns the rule)."""
-    from connector.kafka_clients import verify_partition_counts
+    from connector.infra.kafka_clients import verify_partition_counts
 
     return await verify_partition_counts(settings)
 

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from connector.audit_view import format_header, format_row, read_topic
-from connector.events import event_adapter
-from connector.kafka_clients import ensure_topics, producer
+from connector.domain.events import event_adapter
+from connector.infra.kafka_clients import ensure_topics, producer
+from connector.ops.audit_view import format_header, format_row, read_topic
 from connector.settings import Settings, external_bootstrap_servers
 
 __all__ = ["NEXT_STEPS", "planted", "run_demo", "scenario"]

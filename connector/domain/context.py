@@ -6,10 +6,10 @@ it was created in, so the value is the job's own for its whole life (retries,
 backoffs, the vendor call, the audit writes) and never leaks into another
 job; nothing has to reset it.
 
-Readers: :mod:`connector.logs` adds ``event_id``, ``order_key``, ``partition``
-and ``offset`` to every log line; :mod:`connector.metrics` measures the time
-from ``occurred_at`` to the vendor's answer; :mod:`connector.tracing` sends the
-record's W3C trace context on the vendor call; :mod:`connector.audit` keeps it
+Readers: :mod:`connector.infra.logs` adds ``event_id``, ``order_key``, ``partition``
+and ``offset`` to every log line; :mod:`connector.infra.metrics` measures the time
+from ``occurred_at`` to the vendor's answer; :mod:`connector.infra.tracing` sends the
+record's W3C trace context on the vendor call; :mod:`connector.domain.audit` keeps it
 in audit and dead-letter records.
 
 This module imports nothing of the connector: everything may import it.

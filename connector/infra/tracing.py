@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connector.context import CURRENT, EventContext
+from connector.domain.context import CURRENT, EventContext
 
 __all__ = [
     "TRACE_HEADERS",

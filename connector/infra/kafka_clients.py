@@ -12,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from connector.errors import ConfigurationError
+from connector.infra.topics import TopicDefinition, changelog_topic, definitions
 from connector.settings import KafkaSettings, Settings
-from connector.topics import TopicDefinition, changelog_topic, definitions
 
 __all__ = [
     "admin_client",

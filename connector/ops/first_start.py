@@ -35,9 +35,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from connector.errors import ConfigurationError
-from connector.kafka_clients import admin_client, client_kwargs, consumer
+from connector.infra.kafka_clients import admin_client, client_kwargs, consumer
+from connector.infra.topics import changelog_topic
 from connector.settings import Settings
-from connector.topics import changelog_topic
 
 __all__ = [
     "StartFrom",

@@ -3,7 +3,7 @@
 Help text comes from docstrings and argument help written for Sphinx too;
 ``--help`` must not show ``:mod:`x``` or ````x````, so every text is made
 plain here. Each command's help ends with the environment variables it reads,
-expanded from the settings model (:func:`connector.config_errors.known_variables`),
+expanded from the settings model (:func:`connector.infra.config_errors.known_variables`),
 so a new setting shows up without editing this file.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import logging
 import re
 
-from connector.config_errors import known_variables
+from connector.infra.config_errors import known_variables
 
 __all__ = ["COMMAND_VARIABLES", "document", "plain", "variables_for"]
 

@@ -9,7 +9,8 @@ pair (``CONNECTOR_DELIVERY__RATE_LIMIT_PER_S`` / ``…_BURST``); 0 there too mea
 **Limits are shared by partition.** The configured rate and burst are what the vendor
 allows the whole deployment. Workers do not talk to each other; each takes a *share* of
 every target's rate and burst, the fraction of the events topic's partitions it owns
-(:mod:`connector.rate_share` sets it at every rebalance through :meth:`RateLimiter.set_share`;
+(:mod:`connector.pipeline.rate_share` sets it at every rebalance through
+:meth:`RateLimiter.set_share`;
 parked events live on the co-partitioned parking topic, so the same share covers them).
 The shares of all workers add up to 1, so together they send at most the configured rate
 when a target's events spread evenly over the partitions, which keys of many orders do.
@@ -48,7 +49,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from connector.rate_share import RateShare
+from connector.pipeline.rate_share import RateShare
 from connector.settings import Settings
 from connector.vendors import registry
 from connector.vendors.base import VendorRequest

@@ -1,7 +1,7 @@
 """Each worker's share of the vendors' rate limits: the fraction of input partitions it owns.
 
 A target's configured rate and burst are what the vendor allows the whole deployment
-(see :mod:`connector.ratelimit`). Workers do not coordinate; instead every worker takes
+(see :mod:`connector.pipeline.ratelimit`). Workers do not coordinate; instead every worker takes
 ``owned / total`` of them, where ``owned`` counts the partitions of the events topic it was
 assigned and ``total`` is the topic's partition count. Parked events are read from the
 parking topic, co-partitioned with the events topic and assigned with it, so the same
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class Shareable(Protocol):
-    """What takes a share: :class:`connector.ratelimit.RateLimiter`."""
+    """What takes a share: :class:`connector.pipeline.ratelimit.RateLimiter`."""
 
     def set_share(self, fraction: float) -> None: ...
 
@@ -74,7 +74,7 @@ class RateShare:
 
 
 def share_rates(connector: ConnectorApp) -> None:
-    """Set ``connector.rate_share`` from every assignment of its app's events topic."""
+    """Set ``connector.pipeline.rate_share`` from every assignment of its app's events topic."""
     topics = connector.settings.topics
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from connector.audit import DEAD_LETTER_CODES, AuditRecord, DeadLetter, Outcome
-from connector.context import CURRENT
-from connector.events import EventType
+from connector.domain.audit import DEAD_LETTER_CODES, AuditRecord, DeadLetter, Outcome
+from connector.domain.context import CURRENT
+from connector.domain.events import EventType
 from connector.vendors import registry as vendor_registry
 
 __all__ = ["EVENT_OUTCOMES", "LAG_TIMEOUT_S", "Metrics", "update_lag"]
@@ -167,7 +167,7 @@ class Metrics:
             if record.outcome is Outcome.FAILED and record.retryable:
                 self._one(self.retries, record.vendor).inc()
         if record.terminal:
-            ctx = CURRENT.get()  # the job's event (connector.context), None outside a job
+            ctx = CURRENT.get()  # the job's event (connector.domain.context), None outside a job
             if ctx is not None:
                 ctx.outcome = record.outcome.value  # for the delivery span
                 if (

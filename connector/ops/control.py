@@ -31,8 +31,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from connector.audit import AuditRecord, Outcome
-from connector.kafka_clients import consumer, producer
+from connector.domain.audit import AuditRecord, Outcome
+from connector.infra.kafka_clients import consumer, producer
 from connector.settings import Settings
 
 __all__ = [
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # The keys breakers and rate limits use (VendorRequest.limit_key), as each registered
 # vendor declares them (connector.vendors.registry): Comeet is one target, each Kombo
-# integration is one. A field is visible ASCII without '|' (connector.events._key_safe_id).
+# integration is one. A field is visible ASCII without '|' (connector.domain.events._key_safe_id).
 _FIELD = "[\x21-\x7b\x7d\x7e]+"
 
 

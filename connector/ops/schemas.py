@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from connector.audit import AuditRecord, DeadLetter, ReplayMarker
-from connector.events import event_json_schema
+from connector.domain.audit import AuditRecord, DeadLetter, ReplayMarker
+from connector.domain.events import event_json_schema
+from connector.infra.topics import definitions
 from connector.settings import Settings
-from connector.topics import definitions
 
 __all__ = ["dead_letter_topic_schema", "generated_files", "write"]
 

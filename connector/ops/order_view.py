@@ -1,13 +1,13 @@
 """One order's story: ``connector order show KEY``.
 
 Its current state comes from the order table's changelog topic
-(``<app id>-orders-changelog``, :func:`connector.topics.changelog_topic`), decoded
-with :func:`connector.lifecycle.decode_state`; its timeline is every audit record of
+(``<app id>-orders-changelog``, :func:`connector.infra.topics.changelog_topic`), decoded
+with :func:`connector.domain.lifecycle.decode_state`; its timeline is every audit record of
 the order. Each is read from one partition only:
 
 * the audit topic is keyed by the order key and written through Faust's producer
   with Kafka's default partitioner, so the order's audit partition is
-  :func:`~connector.audit_view.partition_for_key` of the key;
+  :func:`~connector.ops.audit_view.partition_for_key` of the key;
 * the table does not use a partitioner: each order's changelog record goes to the
   partition its *events* come from (:mod:`connector.app`), which depends on the
   producer's partitioner. The audit records name that partition (``source``), so
@@ -29,8 +29,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from connector.audit import TERMINAL_OUTCOMES, Outcome
-from connector.audit_view import (
+from connector.domain.audit import TERMINAL_OUTCOMES, Outcome
+from connector.domain.lifecycle import Mark, OrderState, decode_state
+from connector.infra.kafka_clients import consumer
+from connector.infra.topics import changelog_topic
+from connector.ops.audit_view import (
     Start,
     as_json,
     format_header,
@@ -42,10 +45,7 @@ from connector.audit_view import (
     read_records,
     terminal_width,
 )
-from connector.kafka_clients import consumer
-from connector.lifecycle import Mark, OrderState, decode_state
 from connector.settings import Settings
-from connector.topics import changelog_topic
 from connector.vendors import registry as vendor_registry
 
 __all__ = [
