@@ -67,7 +67,7 @@ from connector.kafka.recovery import ConnectorTableManager
 from connector.ops.control import follow_control
 from connector.pipeline import Processor
 from connector.pipeline.delivery import OrderedDispatcher
-from connector.pipeline.rate_share import RateShare, share_rates
+from connector.pipeline.rate_share import RateShare, take_share
 from connector.pipeline.ratelimit import RateLimiter
 from connector.settings import Settings
 from connector.vendors import build_clients
@@ -438,3 +438,17 @@ def _headers(raw: Any) -> list[tuple[str, bytes]]:
         return []
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+
+
+def share_rates(connector: ConnectorApp) -> None:
+    """Take this worker's share of the rate limits at every assignment.
+
+    (:mod:`connector.pipeline.rate_share`; Faust's public ``on_partitions_assigned``.)
+    """
+    topics = connector.settings.topics
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        [assigned] = args  # the worker's whole new assignment (a set of TP)
+        take_share(connector.rate_share, assigned, topics.events, topics.partitions)
+
+    connector.app.on_partitions_assigned.connect(on_assigned)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import faust
 from faust.types import TP
@@ -33,12 +33,10 @@ from connector.domain.lifecycle import OrderState, decode_state, encode_state
 from connector.infra.metrics import Metrics
 from connector.settings import TopicSettings
 
-if TYPE_CHECKING:
-    from connector.app import ConnectorApp
-
 __all__ = [
     "BROKER_SCHEME",
     "ConnectorFaust",
+    "Fencing",
     "KafkaSinks",
     "OrderTable",
     "TableStore",
@@ -203,10 +201,20 @@ class TableStore:
         self._cache.clear()
 
 
+class Fencing(Protocol):
+    """What a rebalance asks of the worker's runtime (:class:`connector.app.ConnectorApp`)."""
+
+    def fence_generation(self, generation: int) -> None:
+        """Fence every job of ``generation`` and older; called from the consumer thread."""
+
+    async def fence_and_drain(self) -> None:
+        """End the fenced jobs (calls on the wire are awaited, bounded)."""
+
+
 class ConnectorFaust(faust.App):
     """faust.App whose rebalances fence the connector's jobs instead of waiting for them."""
 
-    connector: ConnectorApp | None = None
+    connector: Fencing | None = None
     managed_topics: set[str] = set()
     isolation_level = "read_committed"
 

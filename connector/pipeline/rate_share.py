@@ -11,8 +11,9 @@ A worker that owns no partition delivers nothing (every delivery runs under a le
 owned partition), but its limiter still needs a rate: 0 would mean "no limit". It gets the
 share of one partition, a floor that only a straggler could ever use.
 
-The share is recomputed on every assignment, from Faust's public
-``App.on_partitions_assigned`` signal: the assigned set is the worker's whole new
+The share is recomputed on every assignment (:func:`take_share`, called by
+:func:`connector.app.share_rates` from Faust's public ``App.on_partitions_assigned``
+signal): the assigned set is the worker's whole new
 assignment. A revocation needs no signal of its own: between a revocation and the next
 assignment the worker's jobs are fenced and nothing is sent. The limiter is built lazily
 (``ConnectorApp.runtime``), possibly after the first assignment, so the fraction waits in
@@ -23,12 +24,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from connector.app import ConnectorApp
-
-__all__ = ["RateShare", "Shareable", "owned_partitions", "partition_share", "share_rates"]
+__all__ = ["RateShare", "Shareable", "owned_partitions", "partition_share", "take_share"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +71,16 @@ class RateShare:
             limiter.set_share(fraction)
 
 
-def share_rates(connector: ConnectorApp) -> None:
-    """Set ``connector.pipeline.rate_share`` from every assignment of its app's events topic."""
-    topics = connector.settings.topics
-
-    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-        [assigned] = args  # the worker's whole new assignment (a set of TP)
-        owned = owned_partitions(assigned, topics.events)
-        fraction = partition_share(owned, topics.partitions)
-        if fraction != connector.rate_share.fraction:
-            logger.info(
-                "rate limits: this worker owns %d of %d partitions, so %.0f%% of each "
-                "target's configured rate and burst",
-                owned,
-                topics.partitions,
-                fraction * 100,
-            )
-        connector.rate_share.set(fraction)
-
-    connector.app.on_partitions_assigned.connect(on_assigned)
+def take_share(share: RateShare, assigned: Iterable[Any], topic: str, partitions: int) -> None:
+    """Set ``share`` from a worker's whole new assignment (a set of topic-partitions)."""
+    owned = owned_partitions(assigned, topic)
+    fraction = partition_share(owned, partitions)
+    if fraction != share.fraction:
+        logger.info(
+            "rate limits: this worker owns %d of %d partitions, so %.0f%% of each "
+            "target's configured rate and burst",
+            owned,
+            partitions,
+            fraction * 100,
+        )
+    share.set(fraction)

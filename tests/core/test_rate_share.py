@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from connector.app import create_app
-from connector.pipeline.rate_share import RateShare, owned_partitions, partition_share, share_rates
+from connector.app import create_app, share_rates
+from connector.pipeline.rate_share import RateShare, owned_partitions, partition_share
 from connector.pipeline.ratelimit import RateLimiter
 from connector.settings import Settings
 
