@@ -1,6 +1,9 @@
 # The connector image: one worker (or the sandbox) per container.
 # Scale with `docker compose up --scale worker=N`; see docker-compose.yml.
-FROM python:3.11-slim-bookworm
+# The base is a build argument so that machines with no registry can build on a base made
+# from Debian's packages (scripts/containers); everyone else keeps the official image.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 # Pinned, like the Python dependencies (uv.lock): the same build every time.
 ARG UV_VERSION=0.13.9
