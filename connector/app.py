@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from typing import Any
 import faust
 import httpx
 
-from connector.domain.audit import SourceRef
 from connector.infra.kafka_clients import ssl_context
 from connector.infra.metrics import Metrics, update_lag
 from connector.kafka.commits import Commits
@@ -62,7 +60,7 @@ from connector.kafka.faust_app import (
 )
 from connector.kafka.guard import OffsetGuard
 from connector.kafka.http import build_http_client
-from connector.kafka.intake import Fetched, Intake, Route
+from connector.kafka.intake import Intake, Route
 from connector.kafka.recovery import ConnectorTableManager
 from connector.ops.control import follow_control
 from connector.pipeline import Processor
@@ -149,28 +147,13 @@ class ConnectorApp:
             self.offsets = OffsetGuard(consumer, {topics.events, topics.parking})
             processor = self.processor
 
-            async def events(message: Fetched, source: SourceRef, ack: Callable[[], None]) -> None:
-                await processor.handle(
-                    source,
-                    message.key,
-                    message.value,
-                    ack,
-                    message.generation_id,
-                    headers=message.headers,  # read for the W3C trace context only
-                )
-
-            async def parked(message: Fetched, source: SourceRef, ack: Callable[[], None]) -> None:
-                headers = _headers(message.headers)
-                await processor.handle_parked(
-                    source, message.key, message.value, headers, ack, message.generation_id
-                )
-
             routes = {
-                topics.events: Route(events, dispatcher.has_room),
-                topics.parking: Route(parked, processor.parking_dispatcher.has_room),
+                topics.events: Route(processor.handle_record, dispatcher.has_room),
+                topics.parking: Route(
+                    processor.handle_parked_record, processor.parking_dispatcher.has_room
+                ),
             }
-            self.offsets.take(Intake(consumer, self.offsets, routes))
-            consumer.attach(self.offsets, self.commits)
+            consumer.attach(self.offsets, Intake(consumer, self.offsets, routes), self.commits)
             self.metrics.bind_gauges(
                 in_flight=lambda: dispatcher.pending,
                 paused=lambda: len(consumer.paused_partitions()),
@@ -348,8 +331,10 @@ def create_app(settings: Settings) -> ConnectorApp:
     @app.timer(5.0)
     async def retry_stale_rewinds() -> None:
         # A partition read again over a hole whose re-read never came (connector.kafka.guard).
-        if connector.offsets is not None:
-            await connector.offsets.retry_stale_rewinds()
+        consumer = app.consumer
+        if connector.offsets is not None and isinstance(consumer, ConnectorConsumer):
+            held = consumer.intake.held if consumer.intake is not None else set()
+            await connector.offsets.retry_stale_rewinds(held)
         connector.report_overdue()
 
     @app.task
@@ -431,13 +416,6 @@ def _store_options(settings: Settings) -> dict[str, int] | None:
         "block_cache_size": settings.state.rocksdb_block_cache_mb * mib,
         "block_cache_compressed_size": settings.state.rocksdb_block_cache_mb * mib,
     }
-
-
-def _headers(raw: Any) -> list[tuple[str, bytes]]:
-    if not raw:
-        return []
-    items = raw.items() if isinstance(raw, dict) else raw
-    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
 
 
 def share_rates(connector: ConnectorApp) -> None:

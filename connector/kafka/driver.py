@@ -19,6 +19,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from connector.kafka.commits import Commits
 from connector.kafka.guard import OffsetGuard, ReadOffsets
+from connector.kafka.intake import Intake
 
 __all__ = ["ConnectorConsumer", "ConnectorConsumerThread", "Transport"]
 
@@ -46,6 +47,7 @@ class ConnectorConsumer(faust_aiokafka.Consumer):
     """
 
     guard: OffsetGuard | None = None
+    intake: Intake | None = None
     commits: Commits | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,8 +58,10 @@ class ConnectorConsumer(faust_aiokafka.Consumer):
         # Set here, before the fetch loop binds the mapping's methods.
         self._read_offset = ReadOffsets(set(getattr(self.app, "managed_topics", ())))
 
-    def attach(self, guard: OffsetGuard, commits: Commits) -> None:
+    def attach(self, guard: OffsetGuard, intake: Intake, commits: Commits) -> None:
+        """From now on the intake's topics are fetched, sought and committed as above."""
         self.guard = guard
+        self.intake = intake
         self.commits = commits
 
     def _new_consumer_thread(self) -> ConnectorConsumerThread:
@@ -68,12 +72,21 @@ class ConnectorConsumer(faust_aiokafka.Consumer):
         # Defect: Faust's fetch loop and stream drop records of a partition paused
         # mid-batch or fetched while flow is briefly off, and commit past them. The
         # connector's topics go from the fetch to the intake, sequenced.
-        guard = self.guard
-        if guard is None:
+        guard, intake = self.guard, self.intake
+        if guard is None or intake is None:
             return await super()._getmany(active_partitions, timeout)
         asked = guard.before_fetch()
         records = await super()._getmany(active_partitions, timeout)
-        return await guard.after_fetch(records, asked)
+        guard.note_fetch(records, asked)
+        taken = intake.topics
+        mine = {tp: batch for tp, batch in records.items() if tp.topic in taken and batch}
+        if not mine:
+            return records
+        generation = asked[1]
+        if self.app.consumer_generation_id == generation:
+            await intake.hand_off(mine, generation)
+        # A fetch that spans a rebalance is dropped: the next owner reads it again.
+        return {tp: batch for tp, batch in records.items() if tp.topic not in taken}
 
     # -- seek ----------------------------------------------------------------------------
     async def perform_seek(self) -> None:

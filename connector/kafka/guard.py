@@ -20,7 +20,6 @@ from connector.domain.offsets import IdleWatch, Sequencer, Verdict
 
 if TYPE_CHECKING:
     from connector.kafka.driver import ConnectorConsumer
-    from connector.kafka.intake import Intake
 
 __all__ = ["OffsetGuard", "ReadOffsets"]
 
@@ -65,21 +64,16 @@ class OffsetGuard:
         self._starts: dict[tuple[str, int], int | None] = {}
         self.sequencer = Sequencer(lambda topic, partition: self._starts.get((topic, partition)))
         self.idle = IdleWatch()
-        self._intake: Intake | None = None
-
-    def take(self, intake: Intake) -> None:
-        """From now on, ``intake`` gets its topics' records straight from each fetch."""
-        self._intake = intake
 
     # -- the fetch (called by ConnectorConsumer._getmany, on the event loop) ----------------
     def before_fetch(self) -> tuple[int, int]:
         """What :meth:`after_fetch` compares with: the seek epoch and the generation."""
         return self.sequencer.epoch, self._consumer.app.consumer_generation_id
 
-    async def after_fetch(self, records: Any, asked: tuple[int, int]) -> Any:
-        """Note what one fetch returned, hand this guard's topics on, return the rest."""
-        epoch, generation = asked
-        sequencer, topics, consumer = self.sequencer, self._topics, self._consumer
+    def note_fetch(self, records: Any, asked: tuple[int, int]) -> None:
+        """Note what one fetch returned, before anything can drop a record of it."""
+        epoch, _ = asked
+        sequencer, topics = self.sequencer, self._topics
         spanned = sequencer.epoch != epoch  # asked before a seek, answered after it
         for tp, batch in records.items():
             if tp.topic in topics and batch:
@@ -87,17 +81,6 @@ class OffsetGuard:
                     sequencer.unsure(tp.topic, tp.partition)
                 else:
                     sequencer.fetched(tp.topic, tp.partition, [r.offset for r in batch])
-        intake = self._intake
-        if intake is None:
-            return records
-        taken = intake.topics
-        mine = {tp: batch for tp, batch in records.items() if tp.topic in taken and batch}
-        if not mine:
-            return records
-        if consumer.app.consumer_generation_id == generation:
-            await intake.hand_off(mine, generation)
-        # A fetch that spans a rebalance is dropped: the next owner reads it again.
-        return {tp: batch for tp, batch in records.items() if tp.topic not in taken}
 
     # -- the seek after an assignment (called by ConnectorConsumer.perform_seek) ------------
     def before_seek(self) -> dict[tuple[str, int], int]:
@@ -199,8 +182,12 @@ class OffsetGuard:
             return
         self.sequencer.rewound(tp.topic, tp.partition, hole_at)
 
-    async def retry_stale_rewinds(self) -> None:
-        """Seek again where a rewind's re-read never came (run it every few seconds)."""
+    async def retry_stale_rewinds(self, held: set[Any] = frozenset()) -> None:  # type: ignore[assignment]
+        """Seek again where a rewind's re-read never came (run it every few seconds).
+
+        ``held``: partitions paused until their dispatcher has room (not fetched, so not
+        behind: :attr:`connector.kafka.intake.Intake.held`).
+        """
         stale = self.sequencer.stale_rewinds()
         if stale:
             assigned = self._consumer.assignment()
@@ -211,9 +198,9 @@ class OffsetGuard:
                         "%s[%s]: no re-read after a rewind; seeking again", topic, partition
                     )
                     await self._rewind(tp, offset, offset)
-        await self._read_idle_again()
+        await self._read_idle_again(held)
 
-    async def _read_idle_again(self) -> None:
+    async def _read_idle_again(self, held: set[Any]) -> None:
         """Read again where records exist past the first offset not admitted, with no progress."""
         consumer = self._consumer
         app = consumer.app
@@ -221,7 +208,6 @@ class OffsetGuard:
             return  # a rebalance reads every partition again from its committed offset
         generation = app.consumer_generation_id
         fetching = consumer.fetching_partitions()
-        held = self._intake.held if self._intake is not None else set()
         sequencer, idle = self.sequencer, self.idle
         for tp in consumer.assignment():
             if tp.topic not in self._topics:

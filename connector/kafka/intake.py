@@ -79,14 +79,15 @@ class Intake:
         self._app = consumer.app
         self._guard = guard
         self._routes = dict(routes)
+        self._topics = frozenset(self._routes)
         # Faust's stall diagnostics read when a partition's stream last took a record.
         self._inbound = consumer.app.monitor.stream_inbound_time
         self._held: dict[Any, _Kept] = {}  # partitions paused for room, with what they kept
         self._resumer: asyncio.Task[None] | None = None
 
     @property
-    def topics(self) -> set[str]:
-        return set(self._routes)
+    def topics(self) -> frozenset[str]:
+        return self._topics
 
     @property
     def held(self) -> set[Any]:

@@ -56,7 +56,7 @@ from connector.pipeline.steps import OrderLocks, Steps
 from connector.settings import Settings
 from connector.vendors import VendorClient, VendorRequest, map_event
 
-__all__ = ["Limiter", "Processor"]
+__all__ = ["InputRecord", "Limiter", "Processor"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,22 @@ class Limiter(Protocol):
     async def acquire(self, request: VendorRequest, *, deadline: float | None = None) -> bool: ...
 
     def on_rate_limited(self, request: VendorRequest) -> None: ...
+
+
+class InputRecord(Protocol):
+    """One fetched record, as the Kafka side hands it on (``connector.kafka.intake.Fetched``)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def generation_id(self) -> int: ...
 
 
 class Processor:
@@ -128,6 +144,24 @@ class Processor:
         return self._parking_dispatcher
 
     # -- entry points ----------------------------------------------------------------------
+    async def handle_record(
+        self, record: InputRecord, source: SourceRef, ack: Callable[[], None]
+    ) -> None:
+        """An events-topic record, as the intake hands it on. Never raises."""
+        # The headers are read for the W3C trace context only.
+        await self.handle(
+            source, record.key, record.value, ack, record.generation_id, headers=record.headers
+        )
+
+    async def handle_parked_record(
+        self, record: InputRecord, source: SourceRef, ack: Callable[[], None]
+    ) -> None:
+        """A parking-topic record, as the intake hands it on. Never raises."""
+        headers = _header_list(record.headers)
+        await self.handle_parked(
+            source, record.key, record.value, headers, ack, record.generation_id
+        )
+
     async def handle(
         self,
         source: SourceRef,
@@ -288,3 +322,10 @@ class Processor:
 def _size(key: bytes | None, value: bytes | None) -> int:
     # Raw bytes plus the parsed event and the request body: about three copies.
     return 3 * (len(value or b"") + len(key or b""))
+
+
+def _header_list(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]

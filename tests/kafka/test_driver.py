@@ -19,6 +19,7 @@ from connector.kafka.commits import Commits
 from connector.kafka.driver import ConnectorConsumer
 from connector.kafka.faust_app import ConnectorFaust, TableStore, broker_url
 from connector.kafka.guard import OffsetGuard
+from connector.kafka.intake import Intake
 
 EVENTS = TP("events", 0)
 
@@ -72,7 +73,8 @@ async def test_faust_commits_past_a_record_in_flight_and_the_coordinator_does_no
     ours: Any = make_app(tmp_path, ours=True).consumer
     ours.assignment = lambda: {EVENTS}
     ours._committed_offset[EVENTS] = 3
-    ours.attach(OffsetGuard(ours, {"events"}), Commits(ours, {"events": lambda p: 3}))
+    guard = OffsetGuard(ours, {"events"})
+    ours.attach(guard, Intake(ours, guard, {}), Commits(ours, {"events": lambda p: 3}))
     assert ours._new_offset(EVENTS) is None  # nothing done past the committed offset
     ours.commits = Commits(ours, {"events": lambda p: 5})
     assert list(ours._filter_tps_with_pending_acks()) == [EVENTS]
@@ -106,7 +108,8 @@ async def test_faust_leaves_a_partition_without_committed_offset_where_it_was(
 
     ours: Any = make_app(tmp_path, ours=True).consumer
     _seek_stubs(ours, sought)
-    ours.attach(OffsetGuard(ours, {"events"}), Commits(ours, {"events": lambda p: None}))
+    guard = OffsetGuard(ours, {"events"})
+    ours.attach(guard, Intake(ours, guard, {}), Commits(ours, {"events": lambda p: None}))
     await ours.perform_seek()
     assert sought == {EVENTS: 0}
 
