@@ -52,7 +52,6 @@ from connector.kafka.driver import ConnectorConsumer
 from connector.kafka.faust_app import (
     ConnectorFaust,
     KafkaSinks,
-    OrderTable,
     TableStore,
     broker_url,
     started_producer,
@@ -305,7 +304,7 @@ def create_app(settings: Settings) -> ConnectorApp:
     # together, so partition p of both (and of the changelog) live on one worker.
     parking = app.topic(t.parking, key_type=bytes, value_type=bytes, partitions=t.partitions)
     table = app.tables.add(
-        OrderTable(
+        faust.Table(
             app,
             name="orders",
             key_type=bytes,
