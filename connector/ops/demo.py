@@ -172,9 +172,9 @@ def planted(orders: int) -> list[tuple[str, int, str]]:
 
 NEXT_STEPS = """\
 next steps (the demo stopped everything it started):
-  a broker that stays up: python -m connector.local.kafka (or docker compose up -d, README
-    "Deploying for real"); then export KAFKA_BOOTSTRAP_SERVERS=<the address it prints>
-  connector topics ensure; connector publish topics/examples/order.completed.kombo.json
+  a local stack that stays up (broker, sandbox vendors, 2 workers): scripts/stack up,
+    then source .stack/env (README "Operator walkthrough"); scripts/stack down stops it
+  connector publish topics/examples/order.completed.kombo.json
   connector audit tail --last 20; connector dlq list; connector order show KEY
   README "Watching the audit topic"; connector COMMAND --help lists what each one reads
 """

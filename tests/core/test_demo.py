@@ -31,5 +31,5 @@ def test_the_planted_problems_are_in_the_scenario(orders: int) -> None:
 
 
 def test_the_demo_ends_with_next_steps() -> None:
-    assert "python -m connector.local.kafka" in NEXT_STEPS
+    assert "scripts/stack up" in NEXT_STEPS
     assert "connector audit tail --last 20" in NEXT_STEPS
