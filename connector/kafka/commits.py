@@ -81,6 +81,9 @@ class Commits:
             return
         try:
             await consumer.app.producer.flush()
+            # Faust's commit itself handles "the group rebalanced meanwhile" (the next owner
+            # redoes that work) and crashes the worker on any other commit error (its
+            # supervisor restarts it; nothing past the committed offset was acknowledged).
             await consumer.commit_offsets(offsets)
-        except Exception as exc:  # the group may have moved on: the next owner redoes it
+        except Exception as exc:  # the flush: the producer is gone, the next owner redoes it
             logger.warning("commit on revoke failed: %r", exc)

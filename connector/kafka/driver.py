@@ -60,6 +60,11 @@ class ConnectorConsumer(faust_aiokafka.Consumer):
 
     def attach(self, guard: OffsetGuard, intake: Intake, commits: Commits) -> None:
         """From now on the intake's topics are fetched, sought and committed as above."""
+        # Whatever the app said when this consumer was built, its read offsets are not kept
+        # for the intake's topics from here on.
+        read_offsets = self._read_offset
+        assert isinstance(read_offsets, ReadOffsets), type(read_offsets)
+        read_offsets.manage(intake.topics)
         self.guard = guard
         self.intake = intake
         self.commits = commits

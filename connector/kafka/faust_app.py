@@ -134,14 +134,16 @@ class TableStore:
         self._table = table
         self._producer = producer  # the started AIOKafkaProducer (raises until then)
         self._topic = table.changelog_topic.get_topic_name()
-        self._cache: dict[bytes, OrderState | None] = {}
+        # By (partition, key): a key published to two partitions (producers with different
+        # partitioners) has a state in each, as Faust's own per-partition databases do.
+        self._cache: dict[tuple[int, bytes], OrderState | None] = {}
 
     def get(self, partition: int, key: bytes) -> OrderState | None:
         try:
-            return self._cache[key]
+            return self._cache[partition, key]
         except KeyError:
             state = decode_state(self._read(partition, key))
-            self._remember(key, state)
+            self._remember(partition, key, state)
             return state
 
     async def put(self, partition: int, key: bytes, state: OrderState) -> Any:
@@ -151,7 +153,7 @@ class TableStore:
         # its changelog lacks.
         fut = await self._producer().send(self._topic, value, key=key, partition=partition)
         self._write(partition, key, value)
-        self._remember(key, state)
+        self._remember(partition, key, state)
         fut.add_done_callback(functools.partial(self._persisted, TP(self._topic, partition)))
         return fut
 
@@ -183,10 +185,10 @@ class TableStore:
         except Exception as exc:  # e.g. the partition's store closed by a revoke
             logger.debug("changelog offset %s of %s not recorded: %r", fut.result().offset, tp, exc)
 
-    def _remember(self, key: bytes, state: OrderState | None) -> None:
+    def _remember(self, partition: int, key: bytes, state: OrderState | None) -> None:
         if len(self._cache) >= self.MAX_CACHED:
             self._cache.clear()
-        self._cache[key] = state
+        self._cache[partition, key] = state
 
     def forget(self) -> None:
         self._cache.clear()

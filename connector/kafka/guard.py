@@ -11,7 +11,7 @@ came. What may be *committed* is :mod:`connector.kafka.commits`' business.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
@@ -36,7 +36,14 @@ class ReadOffsets(dict[Any, int | None]):
 
     def __init__(self, managed: set[str]) -> None:
         super().__init__()
-        self._managed = managed
+        self._managed = set(managed)
+
+    def manage(self, topics: Iterable[str]) -> None:
+        """Stop keeping read offsets for ``topics`` too (in place: Faust's fetch loop holds
+        this mapping's bound methods)."""
+        self._managed.update(topics)
+        for tp in [tp for tp in self if tp.topic in self._managed]:
+            del self[tp]
 
     def __missing__(self, tp: Any) -> None:
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -64,6 +65,12 @@ class Effects:
     def __init__(self, store: StateStore, sinks: Sinks) -> None:
         self._store = store
         self._sinks = sinks
+        # Jobs whose terminal record is out: an error after that is never a second ending.
+        self._ended: weakref.WeakSet[Job] = weakref.WeakSet()
+
+    def ended(self, job: Job) -> bool:
+        """Whether ``job``'s terminal record is on the broker."""
+        return job in self._ended
 
     def state(self, job: Job) -> OrderState | None:
         """The order's state, from the partition the job's record was read from."""
@@ -116,7 +123,11 @@ class Effects:
         await self.durably(job.lease, put, "state")
 
     async def write_behind(self, job: Job, state: OrderState) -> None:
-        """Write the state without waiting for the broker (the callers say why)."""
+        """Write the state without waiting for the broker (the callers say why).
+
+        Not once the partition is revoked (raises :class:`RevokedError`).
+        """
+        job.lease.check()
         try:
             await self._store.put(job.partition, job.key, state)
         except Exception as exc:
@@ -144,7 +155,10 @@ class Effects:
             key = ending.letter_key
             await self.durably(lease, lambda: self._sinks.dead_letter(letter, key), "dead-letter")
         await self.emit(lease, ending.audit)
-        if after is None or job is None:
+        if job is None:
+            return
+        self._ended.add(job)
+        if after is None:
             return
         try:
             state = after()

@@ -308,11 +308,14 @@ class Processor:
             except RevokedError:
                 raise
             except Exception as exc:
-                # Never after the terminal record: the effect executor keeps what follows
-                # an event's end from raising (connector.pipeline.effects).
+                if effects.ended(job):  # the terminal record is out; only a later step failed
+                    logger.exception("error after event %s ended", job.event.event_id)
+                    return
                 logger.exception("unexpected error on event %s", job.event.event_id)
                 reason = f"internal error: {type(exc).__name__}"
-                await effects.end(job.lease, records.dead_lettered(job, "internal", reason))
+                await effects.end(
+                    job.lease, records.dead_lettered(job, "internal", reason), job=job
+                )
             finally:
                 tracing.finish(ctx)
 

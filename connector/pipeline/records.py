@@ -20,7 +20,7 @@ from connector.vendors import VendorRequest
 __all__ = ["Ending", "Job", "RecordBuilder"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
 class Job:
     """One event being processed: where it came from and what it asks for."""
 

@@ -97,7 +97,7 @@ class Steps:
             await self.effects.write_behind(job, state)
         outcome = Outcome.DUPLICATE if decision.verdict is Verdict.DUPLICATE else Outcome.REJECTED
         terminal = self.records.of(job, outcome, True, reason=decision.reason)
-        await self.effects.end(job.lease, Ending(terminal))
+        await self.effects.end(job.lease, Ending(terminal), job=job)
 
     async def finish(
         self,

@@ -13,11 +13,15 @@ from typing import Any
 import pytest
 
 from connector.domain.audit import AuditRecord, DeadLetter, SourceRef
+from connector.domain.events import parse_record
 from connector.domain.lifecycle import OrderState, OrderStatus, decode_state, encode_state
-from connector.errors import RetryableDeliveryError
+from connector.errors import RetryableDeliveryError, RevokedError
 from connector.pipeline import Processor
 from connector.pipeline.delivery import OrderedDispatcher
+from connector.pipeline.effects import Effects
+from connector.pipeline.records import Job
 from connector.settings import Settings
+from connector.vendors import map_event
 from connector.vendors.base import CallResult, VendorRequest
 from tests.factories import make_event, record, target
 
@@ -417,3 +421,43 @@ async def test_an_unreadable_record_is_audited_under_the_order_its_key_names(
         ("dead_lettered", order_key),
     ]
     assert [(lt.code, lt.order_key) for lt in sinks.letters] == [("not_json", order_key)]
+
+
+async def test_an_error_after_the_terminal_record_is_not_a_second_ending() -> None:
+    processor, store, sinks, _, dispatcher = build()
+    read = store.get
+
+    def broken_once_ended(partition: int, key: bytes) -> OrderState | None:
+        if sinks.terminal():  # the confirmation after "delivered" reads the state again
+            raise KeyError("a bug after the end")
+        return read(partition, key)
+
+    store.get = broken_once_ended  # type: ignore[method-assign]
+    acked: list[int] = []
+    await feed(processor, [make_event("opened", target("comeet"))], acked)
+    await dispatcher.join()
+    assert acked == [0]
+    assert [r.outcome for r in sinks.terminal()] == ["delivered"]
+    assert sinks.letters == []
+
+
+async def test_a_revoked_job_writes_no_state_behind() -> None:
+    store, sinks = Store(), Sinks()
+    dispatcher = OrderedDispatcher(10)
+    lease = dispatcher.lease(0, 1)
+    event = make_event("opened", target("comeet"))
+    key, value = record(event)
+
+    parsed = parse_record(key, value, max_bytes=1_000_000)
+    job = Job(
+        lease,
+        SourceRef(topic="events", partition=0, offset=0),
+        key,
+        value,
+        parsed,
+        map_event(parsed),
+    )
+    dispatcher.revoke()
+    with pytest.raises(RevokedError):
+        await Effects(store, sinks).write_behind(job, OrderState())
+    assert store.writes == []
