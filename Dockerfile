@@ -18,13 +18,13 @@ ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=ne
 # pyproject.toml or uv.lock change, whatever happens to the code.
 COPY --chown=connector pyproject.toml uv.lock ./
 USER connector
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --extra otel --no-install-project
 
 # Then the project itself (cheap: its dependencies are already installed).
 COPY --chown=connector README.md ./
 COPY --chown=connector connector ./connector
 COPY --chown=connector topics ./topics
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra otel
 
 # /app/state exists and belongs to the worker, so a named volume mounted there starts
 # with that owner (Docker copies it into a new volume).

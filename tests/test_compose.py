@@ -429,7 +429,7 @@ def test_dockerfile_pins_its_tools_and_caches_the_dependency_layer() -> None:
     def first(prefix: str) -> int:
         return next(i for i, line in enumerate(lines) if line.startswith(prefix))
 
-    deps = first("RUN uv sync --frozen --no-dev --no-install-project")
+    deps = first("RUN uv sync --frozen --no-dev --extra otel --no-install-project")
     assert first("COPY --chown=connector pyproject.toml uv.lock") < deps
     assert deps < first("COPY --chown=connector connector ")
     assert all("--frozen" in line for line in lines if "uv sync" in line)
@@ -467,6 +467,8 @@ def test_the_image_steps_build_from_what_the_dockerfile_copies(tmp_path: Path) -
         [str(tmp_path / ".venv/bin/connector"), "--help"],
         [str(python), "-m", "connector.healthcheck", "--help"],
         [str(python), "-c", "import connector.slots, connector.sandbox, connector.app"],
+        # The image has the OpenTelemetry SDK the README's OTEL_* variables need.
+        [str(python), "-c", "import opentelemetry.sdk.trace, opentelemetry.exporter.otlp"],
     ):
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
