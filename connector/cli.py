@@ -348,7 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    topics = sub.add_parser("topics", help="create or describe the connector's topics")
+    topics = sub.add_parser(
+        "topics",
+        help="create, describe or migrate the connector's topics (migrate: new partition count)",
+    )
     topics.add_argument("action", choices=["ensure", "describe", "generate", "migrate"])
     topics.add_argument("--dir", default="topics", help="with generate: where to write")
     topics.add_argument(
