@@ -23,8 +23,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from connector.domain.lifecycle import OrderStatus
 from connector.infra.kafka_clients import ensure_topics
 from connector.ops.migrate import migrate, murmur2_partition
+from connector.ops.order_view import read_story
 from connector.sandbox import Sandboxes
 from connector.settings import Settings
 from tests.e2e.harness import Deployment, terminal_by_event
@@ -75,6 +77,10 @@ async def layout(settings: Settings) -> dict[str, tuple[int, int]]:
         return out
     finally:
         await reader.stop()
+
+
+def key_of(tgt: dict[str, str]) -> bytes:
+    return f"comeet|{tgt['evaluation_id']}".encode()
 
 
 def ids(events: list[dict[str, Any]]) -> list[str]:
@@ -147,6 +153,15 @@ async def test_migrate_to_six_partitions_keeps_every_order_final(
         f"\nmigrate 4 -> 6: {len(orders)} orders, {expected_moves} states moved, "
         f"{took:.2f} s\n{out}"
     )
+
+    # `order show` finds a moved order's state where it went (its audit records name the
+    # old partition, which now holds a tombstone).
+    moved = next(
+        t for t in completed if murmur2_partition(key_of(t), 4) != murmur2_partition(key_of(t), 6)
+    )
+    story = await read_story(settings_of(env, 6), f"comeet|{moved['evaluation_id']}")
+    assert story.state is not None and story.state.status is OrderStatus.COMPLETED, story
+    assert story.changelog["partition"] == murmur2_partition(key_of(moved), 6)
 
     # The same worker id (its RocksDB state directory kept), now with 6 partitions.
     env["CONNECTOR_TOPICS__PARTITIONS"] = "6"
