@@ -136,6 +136,22 @@ def cmd_topics(args: argparse.Namespace) -> int:
         return 0
     settings = get_settings()
     _require_broker(settings)
+    if args.action == "migrate":
+        from connector.ops.migrate import migrate
+
+        if args.partitions is None or args.partitions < 1:
+            print("connector topics migrate: give --partitions N (N >= 1)", file=sys.stderr)
+            return 2
+        return asyncio.run(
+            migrate(
+                settings,
+                args.partitions,
+                partitioner=args.partitioner,
+                dry_run=args.dry_run,
+                out=sys.stdout,
+                err=sys.stderr,
+            )
+        )
     if args.action == "ensure":
         created = asyncio.run(ensure_topics(settings))
         for d in definitions(settings):
@@ -332,9 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    topics = sub.add_parser("topics", help="create or describe the connector's topics")
-    topics.add_argument("action", choices=["ensure", "describe", "generate"])
+    topics = sub.add_parser(
+        "topics",
+        help="create, describe or migrate the connector's topics (migrate: new partition count)",
+    )
+    topics.add_argument("action", choices=["ensure", "describe", "generate", "migrate"])
     topics.add_argument("--dir", default="topics", help="with generate: where to write")
+    topics.add_argument(
+        "--partitions", type=int, help="with migrate: the new partition count (stopped workers)"
+    )
+    topics.add_argument(
+        "--partitioner",
+        choices=["murmur2", "crc32"],
+        default="murmur2",
+        help="with migrate: the producers' (murmur2: Java, aiokafka; crc32: librdkafka default)",
+    )
+    topics.add_argument(
+        "--dry-run", action="store_true", help="with migrate: say what it would do, change nothing"
+    )
     topics.set_defaults(func=cmd_topics)
 
     publish = sub.add_parser("publish", help="validate and publish events (JSON or JSON list)")

@@ -63,6 +63,7 @@ __all__ = [
     "encode_state",
     "judge",
     "park",
+    "relocate",
     "status_after",
     "unpark",
 ]
@@ -334,6 +335,34 @@ def unpark(state: OrderState | None, offset: int) -> OrderState | None:
     if state is None or state.parked is None or state.parked > offset:
         return state
     return replace(state, parked=None)
+
+
+def relocate(state: OrderState, shift: int) -> OrderState:
+    """The state of an order whose events move to another partition (``connector topics
+    migrate``): every sequence shifted by ``shift``, the parked marker dropped.
+
+    Sequences are offsets of the order's input partition, compared with the offsets of
+    its later events (an older event is superseded). In the new partition those start
+    at its end offset, which may be far below the old partition's: unshifted, the next
+    legitimate event would look older than what the vendor has and be rejected. The
+    caller shifts by ``new end - old end``, so the order's past sits just below the new
+    partition's next offset, in the same order. ``parked`` is an offset of the old
+    parking partition, meaningless in the new one (an event parked behind it would wait
+    for an offset that never ends there); the migration runs only once the parking topic
+    is drained, so what it marked has ended.
+    """
+
+    def moved(mark: Mark | None) -> Mark | None:
+        return None if mark is None else replace(mark, seq=mark.seq + shift)
+
+    return replace(
+        state,
+        confirmed=moved(state.confirmed),
+        pending=moved(state.pending),
+        maybe=moved(state.maybe),
+        parked=None,
+        ids=tuple((event_id, seq + shift, done) for event_id, seq, done in state.ids),
+    )
 
 
 # -- encoding -------------------------------------------------------------------------------

@@ -72,14 +72,13 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> AIOKafkaConsumer
 
 
 MIGRATION_PATH = (
-    "Kafka cannot change a topic's partition count in place without moving keys to other "
-    "partitions, which breaks each order's event order and separates orders from their "
-    "table state. Do not add partitions to these topics. To change the count: create a new "
-    "events topic with the new count (CONNECTOR_TOPICS__EVENTS), start the connector on it "
-    "under a new CONNECTOR_APP_ID (new parking topic and changelog, created with "
-    "CONNECTOR_TOPICS__PARTITIONS), copy the old changelog's state over by key, and replay "
-    "the old topic's unprocessed records into the new one. See README 'Changing the "
-    "partition count'."
+    "Adding partitions with Kafka's own tools moves keys to other partitions, which "
+    "separates orders from their table state (a completed order could be reopened): do "
+    "not add partitions to these topics by hand. To change the count, stop the producers "
+    "and, once the lag is 0, the workers, then run `connector topics migrate --partitions "
+    "N` (--dry-run first): it grows the events, parking and changelog topics and moves "
+    "each order's state to its new partition; then set CONNECTOR_TOPICS__PARTITIONS=N. "
+    "See README 'Changing the partition count'."
 )
 
 

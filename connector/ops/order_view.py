@@ -190,6 +190,15 @@ async def read_story(
     story.changelog = {"topic": changelog, "partition": partition, "via": via}
     if counts[changelog] > partition:
         found, value, offset = await _last_value(settings, changelog, partition, order_key.encode())
+        moved_to = partition_for_key(order_key, counts[t.events]) if counts[t.events] else None
+        if found and value is None and moved_to is not None and moved_to != partition:
+            # A tombstone where its last event was read: `connector topics migrate` moved
+            # the state to the partition the default partitioner gives it now.
+            found, value, offset = await _last_value(
+                settings, changelog, moved_to, order_key.encode()
+            )
+            via = "moved by connector topics migrate: Kafka's default partitioner"
+            story.changelog.update(partition=moved_to, via=via)
         story.state_found = found
         story.changelog["offset"] = offset
         if found:

@@ -48,6 +48,6 @@ def test_each_disagreement_is_named() -> None:
 
 def test_error_type_and_migration_path() -> None:
     assert issubclass(ConfigurationError, ConnectorError)
-    assert "new events topic" in MIGRATION_PATH
-    assert "CONNECTOR_APP_ID" in MIGRATION_PATH
-    assert "Do not add partitions" in MIGRATION_PATH
+    assert "connector topics migrate --partitions" in MIGRATION_PATH
+    assert "CONNECTOR_TOPICS__PARTITIONS=N" in MIGRATION_PATH
+    assert "do not add partitions to these topics by hand" in MIGRATION_PATH

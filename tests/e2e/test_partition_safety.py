@@ -91,7 +91,7 @@ async def test_grown_changelog_stops_check_ensure_and_worker(
     assert f"{changelog} (changelog) has 5" in message
     assert f"{events} (events) has 3" in message
     assert "CONNECTOR_TOPICS__PARTITIONS is 3" in message
-    assert "new events topic" in message and "replay" in message
+    assert "connector topics migrate --partitions" in message
 
     ensured = await _cli(env, "topics", "ensure")
     assert ensured.returncode == 2, ensured.stderr
