@@ -150,7 +150,7 @@ async def test_target_names_are_checked_and_entries_can_be_forgotten(
     for bogus in ("kombo", "nonsense"):
         refused = await cli(env, "target", "pause", bogus)
         assert refused.returncode == 2, refused.stdout
-        assert "comeet, kombo|<integration_id>" in refused.stderr
+        assert "kombo|<integration_id>, comeet" in refused.stderr
     # An entry left by a CLI that did not check names yet: listed as ignored, removable.
     control_topic = f"{deployment.events_topic}.control"
     producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap, acks="all")

@@ -127,7 +127,6 @@ async def test_an_outage_parks_events_in_order_and_delivers_them_after(
     down = "bullhorn:PARK1"
     order = target("kombo", "k-park", down)
     other = target("kombo", "k-fine", "bullhorn:FINE1")
-    sandboxes.kombo.faults.add_outage(duration_s=6, target=down)
     url = {"result_url": "https://vendor.example/tests/park"}
     events = [
         make_event("opened", order, **url),
@@ -141,6 +140,9 @@ async def test_an_outage_parks_events_in_order_and_delivers_them_after(
         CONNECTOR_DELIVERY__BREAKER_COOL_DOWN_S="0.5",
         CONNECTOR_DELIVERY__BREAKER_MAX_COOL_DOWN_S="1",
     )
+    # From now on (the worker is ready): a worker slow to start on a loaded machine once
+    # outlived an outage begun before it, and nothing was parked.
+    sandboxes.kombo.faults.add_outage(duration_s=6, target=down)
     await deployment.publish([*events, healthy])
     ids = [e["event_id"] for e in [*events, healthy]]
     audit = await deployment.audit_until_terminal(ids, timeout=60)
