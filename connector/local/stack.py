@@ -91,14 +91,17 @@ def deployment_env(
 
 def deployment_settings(env: dict[str, str]) -> Settings:
     """The settings those variables give, without reading this process's environment."""
+    topics: dict[str, object] = {
+        "events": env["CONNECTOR_TOPICS__EVENTS"],
+        "audit": env["CONNECTOR_TOPICS__AUDIT"],
+        "dead_letter": env["CONNECTOR_TOPICS__DEAD_LETTER"],
+    }
+    if "CONNECTOR_TOPICS__PARTITIONS" in env:
+        topics["partitions"] = int(env["CONNECTOR_TOPICS__PARTITIONS"])
     return Settings(
         app_id=env["CONNECTOR_APP_ID"],
         kafka={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]},
-        topics={
-            "events": env["CONNECTOR_TOPICS__EVENTS"],
-            "audit": env["CONNECTOR_TOPICS__AUDIT"],
-            "dead_letter": env["CONNECTOR_TOPICS__DEAD_LETTER"],
-        },
+        topics=topics,
     )
 
 

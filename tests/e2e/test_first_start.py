@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from connector.errors import ConfigurationError
 from connector.infra.kafka_clients import ensure_topics
+from connector.local.stack import deployment_settings
 from connector.ops.first_start import guard_first_start, inspect
 from connector.sandbox import Sandboxes
 from connector.settings import Settings
@@ -30,16 +31,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 
 def settings_of(env: dict[str, str]) -> Settings:
-    return Settings(
-        app_id=env["CONNECTOR_APP_ID"],
-        kafka={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]},
-        topics={
-            "events": env["CONNECTOR_TOPICS__EVENTS"],
-            "audit": env["CONNECTOR_TOPICS__AUDIT"],
-            "dead_letter": env["CONNECTOR_TOPICS__DEAD_LETTER"],
-            "partitions": int(env["CONNECTOR_TOPICS__PARTITIONS"]),
-        },
-    )
+    return deployment_settings(env)
 
 
 async def with_state(bootstrap: str, group: str) -> None:

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from connector.domain.lifecycle import OrderStatus
 from connector.infra.kafka_clients import ensure_topics
+from connector.local.stack import deployment_settings
 from connector.ops.migrate import migrate, murmur2_partition
 from connector.ops.order_view import read_story
 from connector.sandbox import Sandboxes
@@ -39,16 +40,7 @@ DRY_RUN_SIX = ("--partitions", "6", "--dry-run")
 
 
 def settings_of(env: dict[str, str], partitions: int = 4) -> Settings:
-    return Settings(
-        app_id=env["CONNECTOR_APP_ID"],
-        kafka={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]},
-        topics={
-            "events": env["CONNECTOR_TOPICS__EVENTS"],
-            "audit": env["CONNECTOR_TOPICS__AUDIT"],
-            "dead_letter": env["CONNECTOR_TOPICS__DEAD_LETTER"],
-            "partitions": partitions,
-        },
-    )
+    return deployment_settings({**env, "CONNECTOR_TOPICS__PARTITIONS": str(partitions)})
 
 
 async def run(settings: Settings, partitions: int, **flags: Any) -> tuple[int, str, str]:
