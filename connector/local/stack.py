@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -339,7 +340,11 @@ def up(
 def _write_env(path: Path, env: dict[str, str]) -> None:
     path.unlink(missing_ok=True)
     path.touch(mode=0o600)  # the sandbox keys: local and random, still not for everyone
-    lines = [f"export {key}={value}" for key, value in env.items()]
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    # The `connector` command of the environment that started the stack (its venv), so
+    # that `source <dir>/env` is all a new shell needs.
+    bin_dir = Path(sys.executable).parent
+    lines.append(f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"')
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -439,10 +444,10 @@ stack up: logs in {directory / "logs"}
 {web}
 
 Try it (README "Operator walkthrough"):
-  source {record.env_file}      # KAFKA_BOOTSTRAP_SERVERS, topics, sandbox URLs and keys
+  source {record.env_file}      # KAFKA_BOOTSTRAP_SERVERS, topics, sandbox URLs and keys, PATH
   connector check
   connector publish topics/examples/order.completed.kombo.json
-  connector audit tail
+  connector audit tail --last 20
   connector order show '{key}'
   connector dlq list
   connector target list

@@ -37,12 +37,17 @@ def walkthrough() -> list[str]:
 
 
 def env_file(path: Path) -> dict[str, str]:
-    """What ``source .stack/env`` exports."""
-    env = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    return env
+    """What ``source .stack/env`` exports, as bash sees it (quoting, ``$PATH``)."""
+    shown = subprocess.run(
+        ["bash", "-c", 'source "$1" && env -0', "bash", str(path)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    env = dict(item.split("=", 1) for item in shown.split("\0") if "=" in item)
+    # The venv's `connector` comes first on the PATH it exports.
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent), env["PATH"]
+    return {k: v for k, v in env.items() if k.startswith(("KAFKA_", "CONNECTOR_", "PATH"))}
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 120):
