@@ -7,6 +7,7 @@ aiokafka driver, where the upstream defect shows, once with the connector's driv
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,58 @@ async def test_faust_s_store_needs_a_current_event_and_the_table_store_takes_a_p
     assert decode_state(table.data._db_for_partition(3).get(b"comeet|e-1")) == state
     assert store.get(3, b"comeet|e-1") == state
     assert table.data._db_for_partition(2).get(b"comeet|e-1") is None  # not another's
+
+
+class _Revoking:
+    """What a revoke asks of the consumer, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.commits = self
+
+    async def wait_empty(self) -> None:
+        self.calls.append("wait_empty")
+        await asyncio.Event().wait()  # a record admitted and never acknowledged
+
+    async def commit_now(self) -> None:
+        self.calls.append("commit_now")
+
+    def forget_unacked(self) -> None:
+        self.calls.append("forget_unacked")
+
+    async def commit(self) -> bool:
+        self.calls.append("commit")
+        return True
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.fenced: list[int] = []
+        self.drained = 0
+
+    def fence_generation(self, generation: int) -> None:
+        self.fenced.append(generation)
+
+    async def fence_and_drain(self) -> None:
+        self.drained += 1
+
+
+async def test_faust_waits_on_revoke_for_every_admitted_record_and_the_connector_does_not(
+    tmp_path: Path,
+) -> None:
+    # Faust (stream_wait_empty, its default) waits until every admitted record is
+    # acknowledged: retries and backoffs outlive the group's rebalance timeout.
+    theirs = make_app(tmp_path, ours=False)
+    consumer = _Revoking()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(theirs._consumer_wait_empty(consumer, logging.getLogger("t")), 0.2)  # type: ignore[arg-type]
+    assert consumer.calls == ["wait_empty"]
+
+    ours: Any = make_app(tmp_path, ours=True)
+    ours.connector = worker = _Worker()
+    consumer = _Revoking()
+    await asyncio.wait_for(ours._consumer_wait_empty(consumer, logging.getLogger("t")), 1.0)
+    assert worker.drained == 1  # fenced jobs ended; only calls on the wire were awaited
+    assert consumer.calls == ["commit_now", "forget_unacked", "commit"]
+    ours.on_rebalance_start()  # from Faust's consumer thread: one write fences a generation
+    assert worker.fenced == [ours.consumer_generation_id]
