@@ -19,7 +19,6 @@ e2e suite and the benchmark, then adjust :data:`NEEDS` to what the adapter uses.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import importlib.metadata
@@ -398,7 +397,3 @@ def verify_libraries() -> None:
             found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
         )
     logger.debug("libraries verified: %s", ", ".join(f"{k} {v}" for k, v in PINS.items()))
-
-
-# asyncio is imported so that inspect resolves coroutine functions of mode's services.
-_ = asyncio

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
@@ -74,7 +75,7 @@ class OffsetGuard:
 
     # -- the fetch (called by ConnectorConsumer._getmany, on the event loop) ----------------
     def before_fetch(self) -> tuple[int, int]:
-        """What :meth:`after_fetch` compares with: the seek epoch and the generation."""
+        """What :meth:`note_fetch` compares with: the seek epoch and the generation."""
         return self.sequencer.epoch, self._consumer.app.consumer_generation_id
 
     def note_fetch(self, records: Any, asked: tuple[int, int]) -> None:
@@ -189,7 +190,7 @@ class OffsetGuard:
             return
         self.sequencer.rewound(tp.topic, tp.partition, hole_at)
 
-    async def retry_stale_rewinds(self, held: set[Any] = frozenset()) -> None:  # type: ignore[assignment]
+    async def retry_stale_rewinds(self, held: AbstractSet[Any] = frozenset()) -> None:
         """Seek again where a rewind's re-read never came (run it every few seconds).
 
         ``held``: partitions paused until their dispatcher has room (not fetched, so not
@@ -207,7 +208,7 @@ class OffsetGuard:
                     await self._rewind(tp, offset, offset)
         await self._read_idle_again(held)
 
-    async def _read_idle_again(self, held: set[Any]) -> None:
+    async def _read_idle_again(self, held: AbstractSet[Any]) -> None:
         """Read again where records exist past the first offset not admitted, with no progress."""
         consumer = self._consumer
         app = consumer.app

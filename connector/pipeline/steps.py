@@ -125,21 +125,19 @@ class Steps:
                     warnings=list(outcome.result.warnings),
                 )
             )
-
-            def after() -> OrderState | None:
-                state = confirm(effects.state(job), mark, id_limit=self._id_limit)
-                return unpark(state, job.source.offset) if leave_parking else state
-
         else:
-            error = outcome.error
-            assert error is not None
-            ending = self.records.gave_up(job, error, outcome.attempts)
+            assert outcome.error is not None
+            ending = self.records.gave_up(job, outcome.error, outcome.attempts)
 
-            def after() -> OrderState | None:
+        def after() -> OrderState | None:
+            state = effects.state(job)
+            if outcome.ok:
+                state = confirm(state, mark, id_limit=self._id_limit)
+            else:
                 # What the vendor has decides what later events may do: a refused final
                 # event leaves the order open there, so a later cancellation is legitimate.
-                state = abandon(effects.state(job), mark, may_have_arrived=outcome.may_have_arrived)
-                return unpark(state, job.source.offset) if leave_parking else state
+                state = abandon(state, mark, may_have_arrived=outcome.may_have_arrived)
+            return unpark(state, job.source.offset) if leave_parking else state
 
         # The state is written behind: the record is acknowledged after this, and the
         # producer is flushed before a commit (and when a revoke ends); if the worker

@@ -11,7 +11,7 @@ and that round meets one injected fault:
 * ``lost-resume``: the active changelog partition is left paused, so no record arrives;
   faust only logs the same warning, forever.
 
-With :func:`connector.kafka.recovery.install_recovery_fix` the worker recovers every record and
+With :class:`connector.kafka.recovery.ConnectorTableManager` the worker recovers every record and
 becomes ready. ``RECOVERY_FIX=0`` runs the same test without the fix (it then fails, which
 is the reproduction).
 """
