@@ -208,11 +208,13 @@ class ConnectorGroup:
 class _Baseline:
     """One baseline process; a thread follows its stdout for assignment lines."""
 
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, module: str, env: dict[str, str], log_path: Path, python: str = sys.executable
+    ) -> None:
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [python, "-m", module],
             env=child_environment({**env, "PYTHONUNBUFFERED": "1"}),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -266,8 +268,10 @@ class BaselineGroup:
         partitions: int,
         log_dir: Path,
         label: str,
+        python: str = sys.executable,
     ) -> None:
         self._module = module
+        self._python = python
         self._env = env
         self._count = count
         self._partitions = partitions
@@ -294,7 +298,7 @@ class BaselineGroup:
     async def start(self, timeout: float) -> None:
         for i in range(self._count):
             log_path = self._log_dir / f"{self._label}-p{i + 1}.log"
-            proc = _Baseline(self._module, self._env, log_path)
+            proc = _Baseline(self._module, self._env, log_path, self._python)
             self._procs.append(proc)
             REGISTRY.add(id(proc), proc.kill)
         deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.analysis import analyse
+from bench.contenders_env import contenders_python
 from bench.observe import COMEET_TOKEN, KOMBO_KEY, RunSandbox
 from bench.processes import (
     BaselineGroup,
@@ -41,6 +43,7 @@ from bench.workload import EventProducer, Order, create_topic, delete_topics, ma
 
 __all__ = [
     "BASELINE_MODULES",
+    "CONTENDERS",
     "IMPLEMENTATIONS",
     "BenchContext",
     "Workload",
@@ -58,6 +61,8 @@ BASELINE_MODULES = {
     "loop-aiohttp": ("bench.baselines.aiokafka_loop", "aiohttp"),
     "loop-httpx": ("bench.baselines.aiokafka_loop", "httpx"),
 }
+# Tools a team would pick instead; they run in their own environment (bench/contenders).
+CONTENDERS = frozenset[str]()
 READY_TIMEOUT_S = 120.0
 POLL_S = 0.2
 
@@ -148,7 +153,8 @@ def _group(
         return ConnectorGroup(env, workers, ctx.log_dir, label)
     module, http = BASELINE_MODULES[impl]
     env = _baseline_env(ctx, run_id, topic, sandbox, http)
-    return BaselineGroup(module, env, workers, ctx.partitions, ctx.log_dir, label)
+    python = contenders_python() if impl in CONTENDERS else sys.executable
+    return BaselineGroup(module, env, workers, ctx.partitions, ctx.log_dir, label, python)
 
 
 def _cpu(pids: list[int]) -> float:
