@@ -281,6 +281,7 @@ def create_app(settings: Settings) -> ConnectorApp:
         producer_acks=-1,
         producer_linger=settings.kafka.producer_linger_ms / 1000.0,
         producer_max_request_size=settings.kafka.max_message_bytes * 3,
+        producer_max_batch_size=settings.kafka.producer_batch_bytes,
         consumer_max_fetch_size=settings.kafka.max_message_bytes * 3,
         # At most this many records per fetch reach the intake: a partition held for room
         # keeps at most one such batch in memory (state run, 200k orders backlogged: 207

@@ -108,6 +108,10 @@ class KafkaSettings(BaseModel):
     # How long the producer waits to batch audit and changelog records: fewer, larger
     # produce requests (CPU), at that much latency on the writes a delivery awaits.
     producer_linger_ms: int = Field(default=0, ge=0, le=1000)
+    # The most one partition's pending batch holds. aiokafka keeps one open batch per
+    # partition and makes every further send wait (asyncio.wait) until it is drained:
+    # with Kafka's 16 KiB and ~1 KB audit records, hundreds of deliveries queue there.
+    producer_batch_bytes: int = Field(default=524_288, ge=1024, le=16 * 1_048_576)
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:

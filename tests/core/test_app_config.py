@@ -44,3 +44,18 @@ def test_other_workers_are_sent_to_the_advertised_host(tmp_path) -> None:
     assert str(connector.app.conf.canonical_url) == url
     assert str(connector.app.assignor._member_urlset()) if False else True
     assert str(connector.app.assignor._url) == url  # what the group metadata carries
+
+
+def test_the_producer_batches_more_than_a_handful_of_audit_records(tmp_path) -> None:
+    """aiokafka keeps one open batch per partition; a full one makes every other write to
+    that partition wait until it is sent (BENCHMARKS.md, issue 22): ~1 KB audit records
+    must not fill it at 16 records."""
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:9"}, data_dir=str(tmp_path))
+    conf = create_app(settings).app.conf
+    assert conf.producer_max_batch_size >= 256 * 1024
+    assert conf.producer_max_batch_size <= conf.producer_max_request_size
+    tuned = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9", "producer_batch_bytes": 65536},
+        data_dir=str(tmp_path),
+    )
+    assert create_app(tuned).app.conf.producer_max_batch_size == 65536
