@@ -3,7 +3,8 @@
 Usage::
 
     python -m bench.run [--smoke] [--orders N] [--latency-ms 0,50] [--workers 1,2]
-                        [--cap-seconds S] [--only connector,naive,loop] [--out bench-results/]
+                        [--cap-seconds S] [--only connector,naive,loop,quix]
+                        [--out bench-results/]
                         [--state-orders N] [--connector-env KEY=VALUE ...]
 
 For every API latency x worker count x implementation it runs one configuration
