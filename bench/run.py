@@ -3,8 +3,9 @@
 Usage::
 
     python -m bench.run [--smoke] [--orders N] [--latency-ms 0,50] [--workers 1,2]
-                        [--cap-seconds S] [--only connector,naive,loop,faststream]
-                        [--out bench-results/] [--state-orders N] [--connector-env KEY=VALUE ...]
+                        [--cap-seconds S] [--only connector,naive,loop,quix,faststream]
+                        [--out bench-results/]
+                        [--state-orders N] [--connector-env KEY=VALUE ...]
 
 For every API latency x worker count x implementation it runs one configuration
 (:mod:`bench.scenario`); then, unless disabled, paced runs of the connector at half

@@ -55,15 +55,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # The default set; "connector-httpx" (the connector on httpx's own pool) is opt-in.
-IMPLEMENTATIONS = ("connector", "naive", "loop-aiohttp", "loop-httpx", "faststream")
+IMPLEMENTATIONS = ("connector", "naive", "loop-aiohttp", "loop-httpx", "quix", "faststream")
 BASELINE_MODULES = {
     "naive": ("bench.baselines.naive_faust", "httpx"),
     "loop-aiohttp": ("bench.baselines.aiokafka_loop", "aiohttp"),
     "loop-httpx": ("bench.baselines.aiokafka_loop", "httpx"),
+    "quix": ("bench.baselines.quix_app", "aiohttp"),
     "faststream": ("bench.baselines.faststream_app", "aiohttp"),
 }
 # Tools a team would pick instead; they run in their own environment (bench/contenders).
-CONTENDERS = frozenset({"faststream"})
+CONTENDERS = frozenset({"quix", "faststream"})
 READY_TIMEOUT_S = 120.0
 POLL_S = 0.2
 
