@@ -162,9 +162,22 @@ class ImplementationGroup(Protocol):
 
 
 class ConnectorGroup:
-    def __init__(self, env: dict[str, str], count: int, log_dir: Path, label: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        count: int,
+        log_dir: Path,
+        label: str,
+        argv: list[str] | None = None,
+    ) -> None:
+        # ``argv``: another checkout's worker (``bench.run --before``); default, this tree's.
         self._workers = [
-            WorkerProcess(env, worker_id=f"w{i + 1}", log_path=log_dir / f"{label}-w{i + 1}.log")
+            WorkerProcess(
+                env,
+                worker_id=f"w{i + 1}",
+                log_path=log_dir / f"{label}-w{i + 1}.log",
+                argv=argv,
+            )
             for i in range(count)
         ]
 

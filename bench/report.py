@@ -69,13 +69,14 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def code_version() -> str:
+def code_version(root: str | None = None) -> str:
     """The last commit that changed ``connector/``, and whether it has uncommitted changes.
 
     Workers import the working tree when they start, so the figures belong to this
     version only if it did not change during the run (the report shows it at both ends).
+    ``root``: another checkout (``bench.run --before``); default, this one.
     """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args: str) -> str:
         result = subprocess.run(

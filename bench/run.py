@@ -55,7 +55,7 @@ __all__ = ["main", "parse_args"]
 logger = logging.getLogger("bench")
 
 _ALIASES = {"loop": ("loop-aiohttp", "loop-httpx")}
-_KNOWN = (*IMPLEMENTATIONS, "connector-httpx")
+_KNOWN = (*IMPLEMENTATIONS, "connector-httpx", "connector-before")
 PACED_SECONDS = 25.0
 # A paced run starts on a fresh topic and an idle worker: in its first ~0.3 s records
 # took 60-110 ms from the producer to the worker's intake (fetch and broker warm-up),
@@ -108,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only",
         type=_implementations,
         help=f"implementations: {', '.join(_KNOWN)}, loop = both loops (default: all but "
-        "connector-httpx)",
+        "connector-httpx; connector-before too with --before)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--partitions", type=int, default=6, help="events topic partitions")
@@ -122,6 +122,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--loop-max-in-flight", type=int, default=256, help="the aiokafka loop's concurrency"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of the connector with its own .venv (uv sync there): runs as "
+        "connector-before beside this tree's connector, for a before/after in one run",
     )
     parser.add_argument("--no-paced", action="store_true", help="skip the paced connector runs")
     parser.add_argument("--micro-seconds", type=float, help="per SDK micro cell (5); 0 = skip")
@@ -137,6 +143,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     _default(args, "workers", [1] if smoke else [1, 2])
     _default(args, "cap_seconds", 5.0 if smoke else 60.0)
     _default(args, "only", list(IMPLEMENTATIONS))
+    if args.before is not None and "connector-before" not in args.only:
+        args.only.insert(
+            args.only.index("connector") + 1 if "connector" in args.only else 0, "connector-before"
+        )
     _default(args, "micro_seconds", 1.0 if smoke else 5.0)
     if smoke:
         args.no_paced = True
@@ -267,6 +277,10 @@ def _report(
             versions[0] if versions[0] == versions[1] else f"{versions[0]} / {versions[1]}",
         ],
     ]
+    if ctx.before is not None:
+        settings.append(
+            ["connector-before code", f"{code_version(str(ctx.before))} ({ctx.before})"]
+        )
     parts = [
         f"# Benchmark {datetime.now():%Y-%m-%d %H:%M}",
         f"Command: `{command}`",
@@ -323,6 +337,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 broker_pid=broker_pid,
                 connector_env=dict(args.connector_env),
                 loop_max_in_flight=args.loop_max_in_flight,
+                before=args.before.resolve() if args.before else None,
             )
             results = [] if args.state_only else await _matrix(ctx, args)
             with_micro = args.micro_seconds > 0 and not args.state_only

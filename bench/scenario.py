@@ -79,6 +79,9 @@ class BenchContext:
     broker_pid: int | None = None
     connector_env: dict[str, str] = field(default_factory=dict)
     loop_max_in_flight: int = 256
+    # Another checkout of the connector (its own .venv, made by ``uv sync``): run as
+    # "connector-before", beside this tree's "connector", for a before/after in one run.
+    before: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,14 @@ def _group(
         env = connector_env(ctx, run_id, topic, sandbox)
         if impl == "connector-httpx":
             env["CONNECTOR_DELIVERY__TRANSPORT"] = "httpx"
-        return ConnectorGroup(env, workers, ctx.log_dir, label)
+        argv = None
+        if impl == "connector-before":
+            if ctx.before is None:
+                raise ValueError("connector-before needs bench.run --before DIR")
+            # Its console script: `python -m` would put our working directory (and our
+            # connector package) first on sys.path.
+            argv = [str(ctx.before / ".venv" / "bin" / "connector"), "worker"]
+        return ConnectorGroup(env, workers, ctx.log_dir, label, argv)
     module, http = BASELINE_MODULES[impl]
     env = _baseline_env(ctx, run_id, topic, sandbox, http)
     python = contenders_python() if impl in CONTENDERS else sys.executable
