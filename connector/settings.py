@@ -338,6 +338,10 @@ class Settings(BaseSettings):
     # --from ...` sets it for one start.
     new_deployment: Literal["", "earliest", "latest"] = ""
     recovery_stall_s: float = Field(default=600.0, gt=0)
+    # A worker taking partitions over reads their changelog straight into the store
+    # (connector/kafka/bulk_recovery.py) instead of through Faust's per-record stream,
+    # which read ~4,000 records/s (BENCHMARKS.md, failover). False: Faust's own path.
+    bulk_recovery: bool = True
     log_level: str = "INFO"
     log_json: bool = True
     # uvloop: Faust's per-message machinery and the HTTP client cost less on it
