@@ -1,7 +1,7 @@
 """Failover at scale: how long a worker that takes partitions over needs before it delivers.
 
     python -m bench.rebuild --orders 100000,1000000,5000000 [--modes cold,standby]
-                            [--check 2000] [--history] [--connector-env KEY=VALUE ...]
+                            [--check 2000] [--history] [--settle S] [--connector-env KEY=VALUE ...]
 
 For each N, the order table is filled with N COMPLETED orders by writing its changelog
 topic directly (:mod:`bench.changelog_fill`: the records the connector writes, in its
@@ -26,7 +26,9 @@ events topic, so nothing is replayed: the worker's first deliveries are the fres
 refuses a reopening event of a completed order ("cannot reopen a final order", no call to
 the vendor), delivers a new order, and writes that order's state to the partition the
 fill computes for it. ``--history`` writes the six records per order the connector
-writes (intent and confirmation per event), i.e. a changelog not compacted yet.
+writes (intent and confirmation per event), i.e. a changelog not compacted yet;
+``--settle S`` then gives the broker's log cleaner S seconds before the worker starts.
+Each row says how many changelog records the measured worker read in bulk.
 
 The machine may be shared: each row reports the others' load during the measurement.
 """
@@ -37,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -60,6 +63,7 @@ from connector.settings import external_bootstrap_servers
 __all__ = ["RebuildResult", "main", "run_rebuild"]
 
 ASSIGNED = "Executing _on_partitions_assigned"
+BULK = re.compile(r"table recovery: (\d+) changelog records")
 RECOVERED = "Done reading from changelog topics"
 NOTHING_TO_RECOVER = "Recovery complete"
 POLL_S = 0.05
@@ -75,6 +79,7 @@ class RebuildResult:
     orders: int
     mode: str  # "cold" | "standby"
     records: int  # changelog records written
+    read: int  # changelog records the measured worker read in bulk after the assignment
     fill_s: float
     kill_to_assigned_s: float | None  # standby mode only
     assigned_to_recovered_s: float
@@ -111,6 +116,12 @@ class LogWatch:
                 line = json.loads(raw)
                 if isinstance(line, dict):
                     self._lines.append(line)
+
+    def read_in_bulk(self) -> int:
+        """Changelog records the worker applied in bulk so far (its recovery log lines)."""
+        self._read()
+        found = (BULK.search(str(line.get("message", ""))) for line in self._lines)
+        return sum(int(m.group(1)) for m in found if m)
 
     def find(self, *needles: str) -> float | None:
         """Epoch time of the first line containing any of ``needles`` seen so far."""
@@ -198,14 +209,19 @@ class _Run:
         REGISTRY.add(id(worker), worker.kill)
         return worker
 
-    async def prepare(self, orders: int, history: bool) -> FillReport:
+    async def prepare(self, orders: int, history: bool, settle_s: float = 0.0) -> FillReport:
         """Topics (the changelog created by a worker, with Faust's configs), then the fill."""
         await create_topic(self.ctx.bootstrap, self.topic, self.ctx.partitions)
         creator = self.worker("creator")
         await asyncio.to_thread(creator.wait_ready, 120.0)
         await asyncio.to_thread(creator.stop, 30.0)
         records = table_records(self.run_id, orders, self.ctx.partitions, history=history)
-        return await fill_changelog(self.ctx.bootstrap, self.changelog, records)
+        fill = await fill_changelog(self.ctx.bootstrap, self.changelog, records)
+        if settle_s > 0:
+            # Time for the broker's log cleaner to compact what the fill superseded.
+            _progress(f"{self.label}: letting the log cleaner run for {settle_s:.0f} s")
+            await asyncio.sleep(settle_s)
+        return fill
 
     async def stop(self) -> None:
         await asyncio.gather(*(asyncio.to_thread(w.stop, 30.0) for w in self.workers))
@@ -213,7 +229,9 @@ class _Run:
             REGISTRY.discard(id(worker))
 
 
-async def run_rebuild(ctx: BenchContext, orders: int, mode: str, history: bool) -> RebuildResult:
+async def run_rebuild(
+    ctx: BenchContext, orders: int, mode: str, history: bool, settle_s: float = 0.0
+) -> RebuildResult:
     run_id = new_run_id()
     label = f"rebuild-{mode}-{orders}-{run_id}"
     try:
@@ -221,7 +239,7 @@ async def run_rebuild(ctx: BenchContext, orders: int, mode: str, history: bool) 
             run = _Run(ctx, sandbox, run_id, label)
             try:
                 _progress(f"{label}: filling the changelog")
-                fill = await run.prepare(orders, history)
+                fill = await run.prepare(orders, history, settle_s)
                 _progress(
                     f"{label}: {fill.records:,} records ({fill.payload_bytes / 1e6:.0f} MB) in "
                     f"{fill.seconds:.1f} s ({fill.per_second:,.0f}/s)"
@@ -251,6 +269,7 @@ async def _cold(run: _Run, orders: int, fill: FillReport) -> RebuildResult:
         orders=orders,
         mode="cold",
         records=fill.records,
+        read=watch.read_in_bulk(),
         fill_s=fill.seconds,
         kill_to_assigned_s=None,
         assigned_to_recovered_s=recovered - assigned,
@@ -289,6 +308,7 @@ async def _standby(run: _Run, orders: int, fill: FillReport) -> RebuildResult:
         orders=orders,
         mode="standby",
         records=fill.records,
+        read=watch.read_in_bulk(),
         fill_s=fill.seconds,
         kill_to_assigned_s=assigned - killed,
         assigned_to_recovered_s=recovered - assigned,
@@ -412,6 +432,7 @@ def rebuild_table(results: list[RebuildResult]) -> str:
                 f"{r.orders:,}",
                 "one standby" if r.mode == "standby" else "none (empty data dir)",
                 f"{r.records:,} in {r.fill_s:.0f} s",
+                f"{r.read:,}",
                 "-" if r.kill_to_assigned_s is None else f"{r.kill_to_assigned_s:.1f} s",
                 f"{r.assigned_to_recovered_s:.1f} s",
                 f"{r.assigned_to_first_s:.1f} s / {r.assigned_to_last_s:.1f} s",
@@ -428,6 +449,7 @@ def rebuild_table(results: list[RebuildResult]) -> str:
             "orders in state",
             "standby",
             "changelog records (fill)",
+            "records read in bulk",
             "kill -> assignment",
             "assignment -> recovered",
             "assignment -> first / last delivery",
@@ -461,6 +483,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--check", type=int, default=0, help="verify the synthetic table first")
     parser.add_argument("--history", action="store_true", help="six records per order")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="seconds for the log cleaner after the fill"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument(
         "--connector-env", type=_env_pair, action="append", default=[], metavar="KEY=VALUE"
@@ -493,7 +518,7 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             lines += [verdict, ""]
         for orders in args.orders:
             for mode in modes:
-                result = await run_rebuild(ctx, orders, mode, args.history)
+                result = await run_rebuild(ctx, orders, mode, args.history, args.settle)
                 results.append(result)
                 _progress(rebuild_table([result]).splitlines()[-1])
     report = "\n".join([*lines, rebuild_table(results)]) if results else "\n".join(lines)

@@ -47,6 +47,7 @@ import httpx
 
 from connector.infra.kafka_clients import changelog_reader, ssl_context
 from connector.infra.metrics import Metrics, update_lag
+from connector.infra.topics import changelog_configs
 from connector.kafka.commits import Commits
 from connector.kafka.compat import verify_libraries
 from connector.kafka.driver import ConnectorConsumer
@@ -316,6 +317,8 @@ def create_app(settings: Settings) -> ConnectorApp:
             use_partitioner=False,  # co-partitioned with the events, see the module doc
             help="Per-order lifecycle state (what the vendor has or may have).",
             options=_store_options(settings),
+            # Compacted close to one record per order: what a taking-over worker reads.
+            extra_topic_configs=changelog_configs(),
         )
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)

@@ -44,3 +44,17 @@ def test_other_workers_are_sent_to_the_advertised_host(tmp_path) -> None:
     assert str(connector.app.conf.canonical_url) == url
     assert str(connector.app.assignor._member_urlset()) if False else True
     assert str(connector.app.assignor._url) == url  # what the group metadata carries
+
+
+def test_the_changelog_is_created_to_stay_compacted(tmp_path) -> None:
+    """A completed order writes six changelog records; a recovering worker reads what the
+    log cleaner left. Kafka's defaults leave up to 1 GiB (the active segment) uncleaned."""
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:9"}, data_dir=str(tmp_path))
+    table = create_app(settings).table
+    topic = table.changelog_topic
+    assert topic.compacting
+    assert topic.config == {
+        "segment.bytes": str(64 * 1024 * 1024),
+        "segment.ms": str(3_600_000),
+        "min.cleanable.dirty.ratio": "0.1",
+    }
