@@ -8,6 +8,7 @@ the active partitions leaves nothing for Faust's per-record path to read.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,36 @@ async def test_the_store_ends_as_the_changelog_says(
     assert _db_get(table, 1, b"b") == b"b1"
     assert table.data.persisted_offset(tp0) == 4
     assert table.data.persisted_offset(tp1) == 1
+
+
+async def test_an_interrupted_load_keeps_what_it_applied_and_the_next_resumes(
+    tmp_path: Path, kafka_bootstrap: str, create_topic: Any
+) -> None:
+    """A rebalance cancels the round's step: the next round starts from the store."""
+    topic = await create_topic(partitions=1)
+    await _produce(kafka_bootstrap, topic, [(0, f"k{i}".encode(), b"v") for i in range(5)])
+    app = _app(tmp_path, kafka_bootstrap)
+    table = next(iter(app.tables.values()))
+    tp = TP(topic, 0)
+    offsets = {tp: -1}
+    # A highwater past the end: this load never finishes by itself.
+    load = asyncio.ensure_future(
+        bulk_load(_reader(kafka_bootstrap), {tp: table}, offsets, {tp: 99})
+    )
+    for _ in range(200):
+        if offsets[tp] == 4:
+            break
+        await asyncio.sleep(0.05)
+    load.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await load
+    assert offsets[tp] == 4
+    assert table.data.persisted_offset(tp) == 4
+    await _produce(kafka_bootstrap, topic, [(0, b"k0", b"newer")])
+
+    offsets = {tp: table.data.persisted_offset(tp)}
+    assert await bulk_load(_reader(kafka_bootstrap), {tp: table}, offsets, {tp: 5}) == 1
+    assert _db_get(table, 0, b"k0") == b"newer"
 
 
 async def test_nothing_to_read_opens_no_consumer(tmp_path: Path, kafka_bootstrap: str) -> None:
