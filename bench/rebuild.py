@@ -27,7 +27,9 @@ refuses a reopening event of a completed order ("cannot reopen a final order", n
 the vendor), delivers a new order, and writes that order's state to the partition the
 fill computes for it. ``--history`` writes the six records per order the connector
 writes (intent and confirmation per event), i.e. a changelog not compacted yet;
-``--settle S`` then gives the broker's log cleaner S seconds before the worker starts.
+``--settle S`` then gives the broker's log cleaner S seconds before the worker starts;
+``--kafka-default-changelog`` creates the changelog with the broker's segment and cleaner
+defaults (as the connector did before it set its own).
 Each row says how many changelog records the measured worker read in bulk.
 
 The machine may be shared: each row reports the others' load during the measurement.
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.changelog_fill import FillReport, fill_changelog, partition_of, table_records
 from bench.observe import RunSandbox
@@ -209,9 +212,29 @@ class _Run:
         REGISTRY.add(id(worker), worker.kill)
         return worker
 
-    async def prepare(self, orders: int, history: bool, settle_s: float = 0.0) -> FillReport:
-        """Topics (the changelog created by a worker, with Faust's configs), then the fill."""
+    async def prepare(
+        self, orders: int, history: bool, settle_s: float = 0.0, kafka_defaults: bool = False
+    ) -> FillReport:
+        """Topics (the changelog created by a worker, with Faust's configs), then the fill.
+
+        ``kafka_defaults``: the changelog is created first, compacted but with the
+        broker's defaults for everything else (as the connector created it before it
+        set its own segment and cleaner configs); the worker then keeps it as it is.
+        """
         await create_topic(self.ctx.bootstrap, self.topic, self.ctx.partitions)
+        if kafka_defaults:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.ctx.bootstrap)
+            await admin.start()
+            try:
+                changelog = NewTopic(
+                    self.changelog,
+                    self.ctx.partitions,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+                await admin.create_topics([changelog])
+            finally:
+                await admin.close()
         creator = self.worker("creator")
         await asyncio.to_thread(creator.wait_ready, 120.0)
         await asyncio.to_thread(creator.stop, 30.0)
@@ -230,7 +253,12 @@ class _Run:
 
 
 async def run_rebuild(
-    ctx: BenchContext, orders: int, mode: str, history: bool, settle_s: float = 0.0
+    ctx: BenchContext,
+    orders: int,
+    mode: str,
+    history: bool,
+    settle_s: float = 0.0,
+    kafka_defaults: bool = False,
 ) -> RebuildResult:
     run_id = new_run_id()
     label = f"rebuild-{mode}-{orders}-{run_id}"
@@ -239,7 +267,7 @@ async def run_rebuild(
             run = _Run(ctx, sandbox, run_id, label)
             try:
                 _progress(f"{label}: filling the changelog")
-                fill = await run.prepare(orders, history, settle_s)
+                fill = await run.prepare(orders, history, settle_s, kafka_defaults)
                 _progress(
                     f"{label}: {fill.records:,} records ({fill.payload_bytes / 1e6:.0f} MB) in "
                     f"{fill.seconds:.1f} s ({fill.per_second:,.0f}/s)"
@@ -484,6 +512,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check", type=int, default=0, help="verify the synthetic table first")
     parser.add_argument("--history", action="store_true", help="six records per order")
     parser.add_argument(
+        "--kafka-default-changelog",
+        action="store_true",
+        help="create the changelog with the broker's segment and cleaner defaults",
+    )
+    parser.add_argument(
         "--settle", type=float, default=0.0, help="seconds for the log cleaner after the fill"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
@@ -518,7 +551,9 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             lines += [verdict, ""]
         for orders in args.orders:
             for mode in modes:
-                result = await run_rebuild(ctx, orders, mode, args.history, args.settle)
+                result = await run_rebuild(
+                    ctx, orders, mode, args.history, args.settle, args.kafka_default_changelog
+                )
                 results.append(result)
                 _progress(rebuild_table([result]).splitlines()[-1])
     report = "\n".join([*lines, rebuild_table(results)]) if results else "\n".join(lines)
