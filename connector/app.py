@@ -35,6 +35,7 @@ Decisions recorded here:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ from typing import Any
 import faust
 import httpx
 
-from connector.infra.kafka_clients import ssl_context
+from connector.infra.kafka_clients import changelog_reader, ssl_context
 from connector.infra.metrics import Metrics, update_lag
+from connector.infra.topics import changelog_configs
 from connector.kafka.commits import Commits
 from connector.kafka.compat import verify_libraries
 from connector.kafka.driver import ConnectorConsumer
@@ -316,12 +318,16 @@ def create_app(settings: Settings) -> ConnectorApp:
             use_partitioner=False,  # co-partitioned with the events, see the module doc
             help="Per-order lifecycle state (what the vendor has or may have).",
             options=_store_options(settings),
+            # Compacted close to one record per order: what a taking-over worker reads.
+            extra_topic_configs=changelog_configs(),
         )
     )
     connector = ConnectorApp(settings, app, events, audit, dead_letter, parking, table)
     app.connector = connector
     share_rates(connector)  # each worker's share of the rate limits, per assignment
     app.managed_topics = {t.events, t.parking}
+    if settings.bulk_recovery:
+        app.changelog_reader = functools.partial(changelog_reader, settings)
     app.isolation_level = settings.kafka.isolation_level
 
     # Assigned with the table; their records go from each fetch to the intake.

@@ -281,6 +281,37 @@ NEEDS: tuple[Need, ...] = (
         lambda c: isinstance(c, type) and issubclass(c, BaseException),
     ),
     Need(
+        "faust-streaming",
+        "faust.tables.recovery:Recovery._seek_offsets",
+        "coroutine (consumer, tps, offsets, title)",
+        _coroutine("consumer", "tps", "offsets", "title"),
+    ),
+    Need(
+        "faust-streaming",
+        "faust.tables.recovery:Recovery._restart_recovery",
+        "seeks the active partitions, then reads only if need_recovery()",
+        _source_has("T(self._seek_offsets)(", "if self.need_recovery():"),
+    ),
+    # connector.kafka.bulk_recovery
+    Need(
+        "faust-streaming",
+        f"{_ROCKSDB_STORE}.apply_changelog_batch",
+        "reads event.message tp, offset, partition, key, value; records the offset",
+        _source_has(
+            "event.message.tp, event.message.offset",
+            "msg.partition",
+            "msg.key",
+            "msg.value",
+            "self.set_persisted_offset(tp, offset)",
+        ),
+    ),
+    Need(
+        "faust-streaming",
+        "faust.tables.base:Collection.__init__",
+        "keeps the on_changelog_event callback in _on_changelog_event",
+        _source_has("self._on_changelog_event = on_changelog_event"),
+    ),
+    Need(
         "mode-streaming",
         "mode.services:Service.wait_first",
         "coroutine returning WaitResults(done, results, stopped)",

@@ -232,6 +232,9 @@ class ConnectorFaust(faust.App):
     """faust.App whose rebalances fence the connector's jobs instead of waiting for them."""
 
     connector: Fencing | None = None
+    # A new consumer (not started, no group) for table recovery in bulk
+    # (connector.kafka.bulk_recovery); None: Faust's own recovery path.
+    changelog_reader: Callable[[], Any] | None = None
     managed_topics: set[str] = set()
     isolation_level = "read_committed"
 

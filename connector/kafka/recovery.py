@@ -86,6 +86,8 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import RebalanceAgain, Recovery, ServiceStopped
 from faust.types import TP
 
+from connector.kafka.bulk_recovery import bulk_load
+
 __all__ = [
     "RESTARTS",
     "ConnectorRecovery",
@@ -169,6 +171,16 @@ class ConnectorRecovery(Recovery):
             raise RebalanceAgain()
         if signal in result.done:
             raise RebalanceAgain()
+
+    async def _seek_offsets(self, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
+        # The active partitions are read in bulk first (connector.kafka.bulk_recovery):
+        # Faust's per-record path costs ~80 µs of CPU per record. This step runs inside the round's
+        # _wait, so a rebalance or the step's timeout cancels it like any other step.
+        reader = getattr(self.app, "changelog_reader", None)
+        if title == "active" and reader is not None:
+            tables = {tp: self.tp_to_table[tp] for tp in tps if tp in self.tp_to_table}
+            await bulk_load(reader, tables, offsets, self.active_highwaters)
+        await super()._seek_offsets(consumer, tps, offsets, title)
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         # A revocation stopped the flow and paused everything; the assignment that follows

@@ -59,3 +59,17 @@ def test_the_producer_batches_more_than_a_handful_of_audit_records(tmp_path) -> 
         data_dir=str(tmp_path),
     )
     assert create_app(tuned).app.conf.producer_max_batch_size == 65536
+
+
+def test_the_changelog_is_created_to_stay_compacted(tmp_path) -> None:
+    """A completed order writes six changelog records; a recovering worker reads what the
+    log cleaner left. Kafka's defaults leave up to 1 GiB (the active segment) uncleaned."""
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:9"}, data_dir=str(tmp_path))
+    table = create_app(settings).table
+    topic = table.changelog_topic
+    assert topic.compacting
+    assert topic.config == {
+        "segment.bytes": str(64 * 1024 * 1024),
+        "segment.ms": str(3_600_000),
+        "min.cleanable.dirty.ratio": "0.1",
+    }
