@@ -6,12 +6,14 @@ its partition (the producer's default partitioner), so every delivery is placed 
 partition without asking the workers anything.
 
 - *First delivery*: the first 2xx request after the kill for an event on a partition the
-  killed worker owned; the sandbox stamps a request when it arrives, and a killed process
-  sends nothing, so whatever arrives after the kill on those partitions came from the
-  partitions' next owner (the survivor, or the restarted worker).
+  killed worker owned (a redelivery too: the partition is live again); the sandbox
+  stamps a request when it arrives, and a killed process sends nothing, so whatever
+  arrives after the kill on those partitions came from the partitions' next owner (the
+  survivor, or the restarted worker).
 - *Caught up*: the backlog is every event on those partitions produced before the first
   delivery and not delivered before the kill; it is caught up when the last of them has
-  its first 2xx delivery.
+  its first 2xx delivery (an event's first delivery in the run: one delivered before the
+  kill is no backlog, whatever is redelivered).
 - *Survivor's gap*: the longest time without a delivery on the survivor's own partitions
   after the kill (a rebalance pauses them too).
 """
@@ -48,9 +50,9 @@ class Takeover:
 
 def _deliveries(
     entries: Iterable[Mapping[str, Any]], partition_of: Callable[[tuple[str, str]], int | None]
-) -> dict[tuple[str, str, str], tuple[int, float, float]]:
-    """Each event's first 2xx delivery: ``(partition, produced_at, received_at)``."""
-    first: dict[tuple[str, str, str], tuple[int, float, float]] = {}
+) -> list[tuple[tuple[str, str, str], int, float, float]]:
+    """Every 2xx request: ``(event, partition, produced_at, received_at)``."""
+    found = []
     for entry in entries:
         status = entry.get("status_code")
         if not (isinstance(status, int) and 200 <= status < 300):
@@ -61,13 +63,9 @@ def _deliveries(
         kind, produced_at = stamp
         order = (str(entry["vendor"]), str(entry["key"]))
         partition = partition_of(order)
-        if partition is None:
-            continue
-        received = float(entry["received_at"])
-        event = (*order, kind)
-        if event not in first or received < first[event][2]:
-            first[event] = (partition, produced_at, received)
-    return first
+        if partition is not None:
+            found.append(((*order, kind), partition, produced_at, float(entry["received_at"])))
+    return found
 
 
 def _longest_gap(moments: list[float], start: float, end: float) -> float | None:
@@ -91,28 +89,25 @@ def takeover(
     ``window_s``: how long after the kill the survivor's gap is looked for (the load's
     remaining time: after it, silence is the end of the workload, not a pause).
     """
-    first = _deliveries(entries, partition_of.get)
-    after = [
-        received
-        for partition, _, received in first.values()
-        if partition in victim and received > killed_at
-    ]
+    requests = _deliveries(entries, partition_of.get)
+    # Any answered request counts as the partitions live again, a redelivery included
+    # (the new owner starts from the last committed offset).
+    after = [r for _, p, _, r in requests if p in victim and r > killed_at]
     if not after:
         return Takeover(None, None, 0, None)
     resumed = min(after)
+    first: dict[tuple[str, str, str], tuple[int, float, float]] = {}
+    for event, partition, produced, received in sorted(requests, key=lambda r: r[3]):
+        first.setdefault(event, (partition, produced, received))
     backlog_done = [
         received
         for partition, produced, received in first.values()
         if partition in victim and produced < resumed and received > killed_at
     ]
-    survivor = [
-        received
-        for partition, _, received in first.values()
-        if partition not in victim and received > killed_at
-    ]
+    survivor = [r for _, p, _, r in requests if p not in victim and r > killed_at]
     return Takeover(
         first_delivery_s=resumed - killed_at,
-        caught_up_s=max(backlog_done) - killed_at,
+        caught_up_s=max(backlog_done, default=resumed) - killed_at,
         backlog=len(backlog_done),
         survivor_gap_s=_longest_gap(survivor, killed_at, killed_at + window_s),
     )
