@@ -99,15 +99,33 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_message_bytes: int = Field(default=1_048_576, gt=0)
-    # How soon the group notices a dead worker and moves its partitions.
-    session_timeout_s: float = Field(default=60.0, gt=0)
-    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    # How soon the group notices a dead worker and moves its partitions (a SIGKILLed
+    # worker's partitions are silent this long, then rebalanced: BENCHMARKS.md
+    # "Failover"). Short is safe because heartbeats are sent from Faust's consumer thread,
+    # not the event loop the deliveries keep busy. The broker's minimum is 6 s.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    # Static group membership (KIP-345), the worker id as the group instance id: a worker
+    # crashed and restarted within the session timeout under the same id (a StatefulSet
+    # pod, a Compose slot) gets its partitions back without a rebalance. A stopped worker
+    # still leaves the group at once (connector.kafka.membership).
+    static_membership: bool = True
     # read_committed: an event a transactional producer aborted was never published,
     # and must not reach a vendor (Faust's own default reads uncommitted records).
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     # How long the producer waits to batch audit and changelog records: fewer, larger
     # produce requests (CPU), at that much latency on the writes a delivery awaits.
     producer_linger_ms: int = Field(default=0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> KafkaSettings:
+        # The broker evicts a member whose heartbeats are further apart than its session.
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s:g}) must be below "
+                f"session_timeout_s ({self.session_timeout_s:g}); a third of it is usual"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:
@@ -352,6 +370,11 @@ class Settings(BaseSettings):
     def advertised_host(self) -> str:
         """The host in this worker's URL as the group sees it (Faust's ``web_host``)."""
         return self.web_advertised_host or socket.gethostname()
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The consumer's static group instance id (the worker id), or None: dynamic."""
+        return self.worker_id if self.kafka.static_membership else None
 
     @property
     def rebalance_timeout_s(self) -> float:
