@@ -146,8 +146,8 @@ async def run_variant(ctx: BenchContext, args: argparse.Namespace, variant: str)
                         owned = await _owned(victim, topic)
                         if not owned:  # no series yet: the complement of the survivor's
                             owned = set(range(ctx.partitions)) - await _owned(survivor, topic)
+                        victim.kill()  # returns once the process is reaped
                         killed_at = time.time()
-                        victim.kill()
                         _progress(f"{variant}: killed {victim.worker_id} owning {sorted(owned)}")
                         if variant == "restart":
                             victim.start(wait_ready=None)
