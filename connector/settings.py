@@ -13,7 +13,9 @@ orchestrators mount them.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -84,6 +86,7 @@ def _read_secret_file(path: str | None) -> SecretStr | None:
 
 
 OutagePolicy = Literal["park", "dead_letter", "stop"]
+_NOT_IN_INSTANCE_ID = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class KafkaSettings(BaseModel):
@@ -105,10 +108,11 @@ class KafkaSettings(BaseModel):
     # not the event loop the deliveries keep busy. The broker's minimum is 6 s.
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
-    # Static group membership (KIP-345), the worker id as the group instance id: a worker
-    # crashed and restarted within the session timeout under the same id (a StatefulSet
-    # pod, a Compose slot) gets its partitions back without a rebalance. A stopped worker
-    # still leaves the group at once (connector.kafka.membership).
+    # Static group membership (KIP-345), the worker id and URL as the group instance id
+    # (Settings.group_instance_id): a worker crashed and restarted within the session
+    # timeout under the same id (a StatefulSet pod, a Compose slot) gets its partitions
+    # back without a rebalance. A stopped worker still leaves the group at once
+    # (connector.kafka.membership).
     static_membership: bool = True
     # read_committed: an event a transactional producer aborted was never published,
     # and must not reach a vendor (Faust's own default reads uncommitted records).
@@ -373,8 +377,19 @@ class Settings(BaseSettings):
 
     @property
     def group_instance_id(self) -> str | None:
-        """The consumer's static group instance id (the worker id), or None: dynamic."""
-        return self.worker_id if self.kafka.static_membership else None
+        """The consumer's static group instance id, or None: dynamic membership.
+
+        The worker id, and a digest of the worker's URL: a static member that rejoins is
+        handed the assignment made for its previous incarnation, and Faust's assignor
+        refuses one naming another URL (an assertion that stops the consumer for good). A
+        worker whose URL changed (another port) joins as a new member instead. Kafka allows
+        letters, digits, '.', '_' and '-' in the id.
+        """
+        if not self.kafka.static_membership:
+            return None
+        url = f"http://{self.advertised_host}:{self.web_port}"
+        digest = hashlib.sha256(url.encode()).hexdigest()[:10]
+        return f"{_NOT_IN_INSTANCE_ID.sub('_', self.worker_id)[:200]}-{digest}"
 
     @property
     def rebalance_timeout_s(self) -> float:

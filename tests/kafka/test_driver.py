@@ -7,7 +7,9 @@ aiokafka driver, where the upstream defect shows, once with the connector's driv
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +254,7 @@ async def test_a_killed_worker_is_noticed_in_seconds_and_a_restarted_one_rejoins
     client = _group_client(tmp_path, worker_id="assessment-connector-1")
     assert client._session_timeout_ms == 10_000
     assert client._heartbeat_interval_ms == 1_000
-    assert client._group_instance_id == "assessment-connector-1"
+    assert client._group_instance_id.startswith("assessment-connector-1-")
     assert client._group_id == Settings().app_id
 
     dynamic = _group_client(tmp_path / "dynamic", worker_id="w", kafka={"static_membership": False})
@@ -288,3 +290,27 @@ async def test_the_consumer_thread_makes_a_static_member_leave_when_it_stops(
     await thread.on_start()
     leave = thread._consumer._coordinator._maybe_leave_group
     assert getattr(leave, "func", None) is membership._leave
+
+
+async def test_a_worker_whose_url_changed_rejoins_as_a_new_static_member(tmp_path: Path) -> None:
+    # A static member is handed its previous incarnation's assignment, URL included, and
+    # Faust's assignor asserts the URL is its own: the consumer stopped for good when a
+    # worker came back under its id on another port (tests/e2e/test_resilience.py).
+    def instance(**settings: Any) -> str:
+        app = create_app(Settings(**{**base, **settings})).app
+        _apps.append(app)
+        assert app.conf.consumer_group_instance_id.endswith(
+            hashlib.sha256(str(app.conf.canonical_url).encode()).hexdigest()[:10]
+        )
+        return str(app.conf.consumer_group_instance_id)
+
+    base: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+        "data_dir": str(tmp_path),
+        "web_enabled": False,
+        "worker_id": "w1",
+        "web_advertised_host": "w1.connector.prod.svc",
+    }
+    assert instance(web_port=6066) == instance(web_port=6066)  # a restarted pod: static
+    assert instance(web_port=6066) != instance(web_port=6067)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", instance(worker_id="bad id/ü", web_port=1))
