@@ -182,6 +182,10 @@ class ConnectorGroup:
         ]
 
     @property
+    def workers(self) -> list[WorkerProcess]:
+        return list(self._workers)
+
+    @property
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.pid is not None]
 

@@ -258,6 +258,8 @@ def create_app(settings: Settings) -> ConnectorApp:
         broker_credentials=_credentials(settings),
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_s,
+        # Static membership: a worker restarted under its id keeps its partitions.
+        consumer_group_instance_id=settings.group_instance_id,
         # A revoke takes at most the HTTP call bound (requests on the wire are awaited,
         # everything else is cancelled); the group must wait longer than that before it
         # evicts a member that is still revoking.

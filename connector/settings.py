@@ -13,7 +13,9 @@ orchestrators mount them.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -84,6 +86,7 @@ def _read_secret_file(path: str | None) -> SecretStr | None:
 
 
 OutagePolicy = Literal["park", "dead_letter", "stop"]
+_NOT_IN_INSTANCE_ID = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class KafkaSettings(BaseModel):
@@ -99,9 +102,18 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     max_message_bytes: int = Field(default=1_048_576, gt=0)
-    # How soon the group notices a dead worker and moves its partitions.
-    session_timeout_s: float = Field(default=60.0, gt=0)
-    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    # How soon the group notices a dead worker and moves its partitions (a SIGKILLed
+    # worker's partitions are silent this long, then rebalanced: BENCHMARKS.md
+    # "Failover"). Short is safe because heartbeats are sent from Faust's consumer thread,
+    # not the event loop the deliveries keep busy. The broker's minimum is 6 s.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    # Static group membership (KIP-345), the worker id and URL as the group instance id
+    # (Settings.group_instance_id): a worker crashed and restarted within the session
+    # timeout under the same id (a StatefulSet pod, a Compose slot) gets its partitions
+    # back without a rebalance. A stopped worker still leaves the group at once
+    # (connector.kafka.membership).
+    static_membership: bool = True
     # read_committed: an event a transactional producer aborted was never published,
     # and must not reach a vendor (Faust's own default reads uncommitted records).
     isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
@@ -112,6 +124,16 @@ class KafkaSettings(BaseModel):
     # partition and makes every further send wait (asyncio.wait) until it is drained:
     # with Kafka's 16 KiB and ~1 KB audit records, hundreds of deliveries queue there.
     producer_batch_bytes: int = Field(default=524_288, ge=1024, le=16 * 1_048_576)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> KafkaSettings:
+        # The broker evicts a member whose heartbeats are further apart than its session.
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise ValueError(
+                f"heartbeat_interval_s ({self.heartbeat_interval_s:g}) must be below "
+                f"session_timeout_s ({self.session_timeout_s:g}); a third of it is usual"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secret_from_file(self) -> KafkaSettings:
@@ -360,6 +382,22 @@ class Settings(BaseSettings):
     def advertised_host(self) -> str:
         """The host in this worker's URL as the group sees it (Faust's ``web_host``)."""
         return self.web_advertised_host or socket.gethostname()
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The consumer's static group instance id, or None: dynamic membership.
+
+        The worker id, and a digest of the worker's URL: a static member that rejoins is
+        handed the assignment made for its previous incarnation, and Faust's assignor
+        refuses one naming another URL (an assertion that stops the consumer for good). A
+        worker whose URL changed (another port) joins as a new member instead. Kafka allows
+        letters, digits, '.', '_' and '-' in the id.
+        """
+        if not self.kafka.static_membership:
+            return None
+        url = f"http://{self.advertised_host}:{self.web_port}"
+        digest = hashlib.sha256(url.encode()).hexdigest()[:10]
+        return f"{_NOT_IN_INSTANCE_ID.sub('_', self.worker_id)[:200]}-{digest}"
 
     @property
     def rebalance_timeout_s(self) -> float:

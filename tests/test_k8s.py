@@ -187,6 +187,20 @@ def test_probes_use_the_workers_health_endpoints() -> None:
     assert annotations["prometheus.io/path"] in pages
 
 
+def test_a_stuck_worker_is_restarted_in_seconds_but_a_starting_one_is_left_to_start() -> None:
+    # Issue 22: a worker whose event loop is stuck still heartbeats from Faust's consumer
+    # thread, so the group keeps its partitions: only the liveness probe moves them, by
+    # restarting the pod (the same worker id: static membership gives them back).
+    worker = _worker()
+    live = worker["livenessProbe"]
+    assert live["timeoutSeconds"] < live["periodSeconds"]
+    assert live["periodSeconds"] * live["failureThreshold"] <= 15
+    # Before the web server listens (imports, Faust's start), the startup probe waits.
+    start = worker["startupProbe"]
+    assert start["httpGet"] == live["httpGet"]
+    assert start["periodSeconds"] * start["failureThreshold"] >= 60
+
+
 def test_termination_grace_covers_the_drain(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(_config(), monkeypatch)
     grace = _pod()["spec"]["terminationGracePeriodSeconds"]

@@ -95,6 +95,7 @@ def _exists(obj: Any) -> bool:
 _FAUST_CONSUMER = "faust.transport.consumer:Consumer"
 _AIOKAFKA_DRIVER = "faust.transport.drivers.aiokafka"
 _ROCKSDB_STORE = "faust.stores.rocksdb:Store"
+_COORDINATOR = "aiokafka.consumer.group_coordinator:GroupCoordinator"
 
 NEEDS: tuple[Need, ...] = (
     # connector.kafka.driver: the consumer's overrides and what Faust calls them from.
@@ -167,6 +168,20 @@ NEEDS: tuple[Need, ...] = (
         f"{_AIOKAFKA_DRIVER}:AIOKafkaConsumerThread._create_worker_consumer",
         "method (transport)",
         _params("transport"),
+    ),
+    # connector.app: the group settings reach aiokafka only through Faust's consumer; a
+    # release that stopped passing one would silently fall back to aiokafka's default
+    # (dynamic membership: a restarted worker's partitions rebalanced twice).
+    Need(
+        "faust-streaming",
+        f"{_AIOKAFKA_DRIVER}:AIOKafkaConsumerThread._create_worker_consumer",
+        "passes group_instance_id, session, heartbeat and rebalance timeouts to aiokafka",
+        _source_has(
+            "group_instance_id=conf.consumer_group_instance_id",
+            "session_timeout_ms=",
+            "heartbeat_interval_ms=int(conf.broker_heartbeat_interval",
+            "rebalance_timeout_ms=",
+        ),
     ),
     Need("faust-streaming", f"{_AIOKAFKA_DRIVER}:Transport.Consumer", "class attribute", _exists),
     Need(
@@ -329,6 +344,50 @@ NEEDS: tuple[Need, ...] = (
         "aiokafka.consumer.consumer:AIOKafkaConsumer.start",
         "reads self._isolation_level",
         _source_has("self._isolation_level"),
+    ),
+    # connector.kafka.membership: a static member leaves its group when it stops.
+    Need(
+        "faust-streaming",
+        f"{_AIOKAFKA_DRIVER}:AIOKafkaConsumerThread.on_start",
+        "creates and starts self._consumer",
+        _source_has("self._consumer = self._create_consumer(", "await self._consumer.start()"),
+    ),
+    Need(
+        "aiokafka",
+        "aiokafka.consumer.consumer:AIOKafkaConsumer.start",
+        "creates self._coordinator",
+        _source_has("self._coordinator = GroupCoordinator("),
+    ),
+    Need(
+        "aiokafka",
+        f"{_COORDINATOR}._maybe_leave_group",
+        "coroutine () that skips a static member",
+        lambda fn: _coroutine()(fn) and _source_has("self._group_instance_id is None")(fn),
+    ),
+    Need(
+        "aiokafka",
+        f"{_COORDINATOR}.close",
+        "leaves through self._maybe_leave_group",
+        _source_has("await self._maybe_leave_group()"),
+    ),
+    Need("aiokafka", f"{_COORDINATOR}._send_req", "coroutine (request)", _coroutine("request")),
+    Need("aiokafka", f"{_COORDINATOR}.reset_generation", "method ()", _params()),
+    Need(
+        "aiokafka",
+        f"{_COORDINATOR}.__init__",
+        "keeps _group_instance_id, generation, member_id, group_id",
+        _source_has(
+            "self._group_instance_id = ",
+            "self.generation = ",
+            "self.member_id = ",
+            "self.group_id = ",
+        ),
+    ),
+    Need(
+        "aiokafka",
+        "aiokafka.protocol.group:LeaveGroupRequest.__init__",
+        "method (group, member_id)",
+        _params("group", "member_id"),
     ),
     # connector.kafka.http
     Need("httpx", "httpx._client:AsyncClient._transport_for_url", "method (url)", _params("url")),

@@ -4,7 +4,7 @@ Registered the way Faust registers its own drivers: an entry point in the
 ``faust.transports`` group (``pyproject.toml``), picked by the broker URL's scheme
 (``connector://host:port``, :func:`connector.kafka.faust_app.broker_url`). Everything the
 consumer changes is an override in :class:`ConnectorConsumer` (and the consumer
-thread's one in :class:`ConnectorConsumerThread`); each names the upstream defect it
+thread's in :class:`ConnectorConsumerThread`); each names the upstream defect it
 works around, and ``tests/kafka/test_driver.py`` shows the defect on Faust's own
 consumer and its absence on this one.
 """
@@ -20,6 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from connector.kafka.commits import Commits
 from connector.kafka.guard import OffsetGuard, ReadOffsets
 from connector.kafka.intake import Intake
+from connector.kafka.membership import leave_on_stop
 
 __all__ = ["ConnectorConsumer", "ConnectorConsumerThread", "Transport"]
 
@@ -27,7 +28,14 @@ logger = logging.getLogger(__name__)
 
 
 class ConnectorConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread, whose aiokafka consumer reads committed records only."""
+    """Faust's consumer thread, whose aiokafka consumer reads committed records only, and
+    leaves its group when it stops even as a static member."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # Defect: aiokafka never sends LeaveGroup for a static member, so a stopped worker's
+        # partitions would wait a session timeout; only a crash should keep them.
+        leave_on_stop(self._consumer)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         # Defect: Faust reads uncommitted records (read_uncommitted) unless it is

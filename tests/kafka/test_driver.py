@@ -7,20 +7,27 @@ aiokafka driver, where the upstream defect shows, once with the connector's driv
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import faust
 import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from pydantic import ValidationError
 
+from connector.app import create_app
 from connector.domain.lifecycle import OrderState, decode_state
+from connector.kafka import membership
 from connector.kafka.commits import Commits
 from connector.kafka.driver import ConnectorConsumer
 from connector.kafka.faust_app import ConnectorFaust, TableStore, broker_url
 from connector.kafka.guard import OffsetGuard
 from connector.kafka.intake import Intake
+from connector.settings import KafkaSettings, Settings
 
 EVENTS = TP("events", 0)
 
@@ -253,3 +260,93 @@ async def test_faust_waits_on_revoke_for_every_admitted_record_and_the_connector
     assert consumer.calls == ["commit_now", "forget_unacked", "commit"]
     ours.on_rebalance_start()  # from Faust's consumer thread: one write fences a generation
     assert worker.fenced == [ours.consumer_generation_id]
+
+
+def _group_client(tmp_path: Path, **settings: Any) -> Any:
+    """The aiokafka consumer the worker's driver builds from the connector's settings."""
+    connector = create_app(
+        Settings(
+            kafka={"bootstrap_servers": "127.0.0.1:1", **settings.pop("kafka", {})},
+            data_dir=str(tmp_path),
+            web_enabled=False,
+            **settings,
+        )
+    )
+    _apps.append(connector.app)
+    consumer: Any = connector.app.consumer
+    client = consumer._thread._create_worker_consumer(consumer.transport)
+    client._closed = True  # never started: nothing to close
+    return client
+
+
+async def test_a_killed_worker_is_noticed_in_seconds_and_a_restarted_one_rejoins_as_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 22: with Faust's 60 s session a SIGKILLed worker's partitions were silent for
+    # a minute (BENCHMARKS.md "Failover"); a restarted worker joined as a new member, so
+    # the group rebalanced when it died and again when it came back.
+    for name in ("SESSION_TIMEOUT_S", "HEARTBEAT_INTERVAL_S", "STATIC_MEMBERSHIP"):
+        monkeypatch.delenv(f"CONNECTOR_KAFKA__{name}", raising=False)
+    client = _group_client(tmp_path, worker_id="assessment-connector-1")
+    assert client._session_timeout_ms == 10_000
+    assert client._heartbeat_interval_ms == 1_000
+    assert client._group_instance_id.startswith("assessment-connector-1-")
+    assert client._group_id == Settings().app_id
+
+    dynamic = _group_client(tmp_path / "dynamic", worker_id="w", kafka={"static_membership": False})
+    assert dynamic._group_instance_id is None
+
+
+def test_a_heartbeat_as_long_as_the_session_is_refused() -> None:
+    with pytest.raises(ValidationError, match="heartbeat_interval_s"):
+        KafkaSettings(session_timeout_s=6, heartbeat_interval_s=6)
+
+
+async def test_the_consumer_thread_makes_a_static_member_leave_when_it_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiokafka skips LeaveGroup for a static member (tests/kafka/test_membership.py shows
+    # it against a broker); the connector's thread hands its started client to
+    # leave_on_stop.
+    class Coordinator:
+        _group_instance_id = "w1"
+
+        async def _maybe_leave_group(self) -> None:  # aiokafka's: nothing for a static member
+            return None
+
+    class Client:
+        _coordinator = Coordinator()
+
+    async def started(thread: Any) -> None:
+        thread._consumer = Client()
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "on_start", started)
+    consumer: Any = make_app(tmp_path, ours=True).consumer
+    thread = consumer._thread
+    await thread.on_start()
+    leave = thread._consumer._coordinator._maybe_leave_group
+    assert getattr(leave, "func", None) is membership._leave
+
+
+async def test_a_worker_whose_url_changed_rejoins_as_a_new_static_member(tmp_path: Path) -> None:
+    # A static member is handed its previous incarnation's assignment, URL included, and
+    # Faust's assignor asserts the URL is its own: the consumer stopped for good when a
+    # worker came back under its id on another port (tests/e2e/test_resilience.py).
+    def instance(**settings: Any) -> str:
+        app = create_app(Settings(**{**base, **settings})).app
+        _apps.append(app)
+        assert app.conf.consumer_group_instance_id.endswith(
+            hashlib.sha256(str(app.conf.canonical_url).encode()).hexdigest()[:10]
+        )
+        return str(app.conf.consumer_group_instance_id)
+
+    base: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"},
+        "data_dir": str(tmp_path),
+        "web_enabled": False,
+        "worker_id": "w1",
+        "web_advertised_host": "w1.connector.prod.svc",
+    }
+    assert instance(web_port=6066) == instance(web_port=6066)  # a restarted pod: static
+    assert instance(web_port=6066) != instance(web_port=6067)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", instance(worker_id="bad id/ü", web_port=1))
