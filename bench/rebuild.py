@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -288,26 +288,7 @@ async def _cold(run: _Run, orders: int, fill: FillReport) -> RebuildResult:
     meter = LoadMeter([worker.pid, *(p for p in (run.sandbox.pid, run.ctx.broker_pid) if p)])
     watch = LogWatch(worker.log_path)
     assigned = await watch.wait(ASSIGNED, timeout=300.0, alive=worker)
-    cpu_at_assignment = cpu_seconds(worker.pid) or 0.0
-    fresh = fresh_orders(run.run_id, run.ctx.partitions, "fresh")
-    await _produce(run.ctx.bootstrap, run.topic, [(o, "opened", "") for o in fresh])
-    received = await _deliveries(run.sandbox, len(fresh), DELIVERY_CAP_S)
-    recovered = await watch.wait(RECOVERED, NOTHING_TO_RECOVER, timeout=60.0, alive=worker)
-    return RebuildResult(
-        orders=orders,
-        mode="cold",
-        records=fill.records,
-        read=watch.read_in_bulk(),
-        fill_s=fill.seconds,
-        kill_to_assigned_s=None,
-        assigned_to_recovered_s=recovered - assigned,
-        assigned_to_first_s=received[0] - assigned,
-        assigned_to_last_s=received[-1] - assigned,
-        cpu_s=(cpu_seconds(worker.pid) or 0.0) - cpu_at_assignment,
-        peak_rss_mb=peak_rss_mb(worker.pid) or 0.0,
-        rss_at_takeover_mb=None,
-        other_cores=meter.others_cores(),
-    )
+    return await _takeover(run, worker, watch, assigned, meter, orders, fill, mode="cold")
 
 
 async def _standby(run: _Run, orders: int, fill: FillReport) -> RebuildResult:
@@ -327,24 +308,41 @@ async def _standby(run: _Run, orders: int, fill: FillReport) -> RebuildResult:
     killed = time.time()
     await asyncio.to_thread(victim.kill)
     assigned = await watch.wait(ASSIGNED, timeout=300.0, alive=survivor)
-    cpu_at_assignment = cpu_seconds(survivor.pid) or 0.0
+    result = await _takeover(run, survivor, watch, assigned, meter, orders, fill, mode="standby")
+    return replace(result, kill_to_assigned_s=assigned - killed, rss_at_takeover_mb=rss_before)
+
+
+async def _takeover(
+    run: _Run,
+    worker: Any,
+    watch: LogWatch,
+    assigned: float,
+    meter: LoadMeter,
+    orders: int,
+    fill: FillReport,
+    *,
+    mode: str,
+) -> RebuildResult:
+    """From ``worker``'s assignment: fresh orders produced, their deliveries, the figures."""
+    assert worker.pid is not None
+    cpu_at_assignment = cpu_seconds(worker.pid) or 0.0
     fresh = fresh_orders(run.run_id, run.ctx.partitions, "fresh")
     await _produce(run.ctx.bootstrap, run.topic, [(o, "opened", "") for o in fresh])
     received = await _deliveries(run.sandbox, len(fresh), DELIVERY_CAP_S)
-    recovered = await watch.wait(RECOVERED, NOTHING_TO_RECOVER, timeout=60.0, alive=survivor)
+    recovered = await watch.wait(RECOVERED, NOTHING_TO_RECOVER, timeout=60.0, alive=worker)
     return RebuildResult(
         orders=orders,
-        mode="standby",
+        mode=mode,
         records=fill.records,
         read=watch.read_in_bulk(),
         fill_s=fill.seconds,
-        kill_to_assigned_s=assigned - killed,
+        kill_to_assigned_s=None,
         assigned_to_recovered_s=recovered - assigned,
         assigned_to_first_s=received[0] - assigned,
         assigned_to_last_s=received[-1] - assigned,
-        cpu_s=(cpu_seconds(survivor.pid) or 0.0) - cpu_at_assignment,
-        peak_rss_mb=peak_rss_mb(survivor.pid) or 0.0,
-        rss_at_takeover_mb=rss_before,
+        cpu_s=(cpu_seconds(worker.pid) or 0.0) - cpu_at_assignment,
+        peak_rss_mb=peak_rss_mb(worker.pid) or 0.0,
+        rss_at_takeover_mb=None,
         other_cores=meter.others_cores(),
     )
 
