@@ -369,7 +369,7 @@ class Settings(BaseSettings):
     # 1M orders in 8 s against 94 s (python -m bench.rebuild). Off by default: with it, a
     # worker that took over a SIGKILLed worker's partitions under load left one of them
     # unread (python -m bench.failover --variants kill: ~430 of 16,500 events never
-    # handled, in 5 runs of 5; 0 in 3 runs without it). Not to be turned on before that
+    # handled, in 6 runs of 7; 0 in 4 runs without it). Not to be turned on before that
     # stall is understood and has a test (BENCHMARKS.md "Failover at scale").
     bulk_recovery: bool = False
     log_level: str = "INFO"
